@@ -1,0 +1,51 @@
+"""convlens: see what a convolutional neural network learned.
+
+``import convlens`` is light: the public names below are imported on first use
+(PEP 562), so torch and matplotlib load only when something needs them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_LAZY = {
+    "load_run": "convlens.models.run",
+    "Run": "convlens.models.run",
+    "train": "convlens.train",
+    "TrainConfig": "convlens.train",
+    "build_model": "convlens.models",
+    "capture": "convlens.inspect",
+    "layers": "convlens.inspect",
+    "receptive_field": "convlens.conv.arithmetic",
+    "load_dataset": "convlens.data",
+    "ConvlensError": "convlens.errors",
+}
+
+__all__ = sorted([*_LAZY, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'convlens' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from convlens.conv.arithmetic import receptive_field
+    from convlens.data import load_dataset
+    from convlens.errors import ConvlensError
+    from convlens.inspect import capture, layers
+    from convlens.models import build_model
+    from convlens.models.run import Run, load_run
+    from convlens.train import TrainConfig, train

@@ -1,0 +1,58 @@
+"""The command line: parse, call the library, print.
+
+User errors (:class:`convlens.errors.ConvlensError`) become one line on stderr and
+exit code 1; Ctrl-C exits with 130; anything else is reported in one line too, with
+the traceback only when ``CONVLENS_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from convlens.cli import core as _core  # noqa: F401  (attaches commands)
+from convlens.cli._app import app
+
+__all__ = ["app", "main"]
+
+
+def _debug() -> bool:
+    return os.environ.get("CONVLENS_DEBUG", "") not in ("", "0", "false", "no")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``convlens`` console script."""
+    from convlens.errors import ConvlensError
+
+    try:
+        app.main(args=argv, prog_name="convlens", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("convlens: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        if _debug():
+            raise
+        click.echo("convlens: interrupted", err=True)
+        sys.exit(130)
+    except ConvlensError as exc:
+        if _debug():
+            raise
+        click.echo(f"convlens: error: {exc}", err=True)
+        sys.exit(1)
+    except Exception as exc:
+        if _debug():
+            raise
+        click.echo(
+            f"convlens: unexpected error: {type(exc).__name__}: {exc} "
+            "(set CONVLENS_DEBUG=1 for the traceback)",
+            err=True,
+        )
+        sys.exit(1)
+    sys.exit(0)

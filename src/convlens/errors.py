@@ -1,0 +1,57 @@
+"""User-facing errors.
+
+Every error a user can cause (missing data, a corrupt file, an unknown layer, a bad
+argument) is a :class:`ConvlensError`. Its message is one line that names the problem
+and the fix. The command line prints exactly that line and exits non-zero; the Python
+API raises it. Subclasses also derive from the matching built-in exception so that
+``except ValueError`` keeps working for library users.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class ConvlensError(Exception):
+    """Base class of every error caused by the user's input or environment."""
+
+
+class DataError(ConvlensError):
+    """Data is missing, corrupt or does not contain what was asked for."""
+
+
+class IDXError(DataError, ValueError):
+    """An IDX file is malformed. The message names the file."""
+
+
+class DownloadError(DataError):
+    """A download failed or did not match its published checksum."""
+
+
+class LayerError(ConvlensError, KeyError):
+    """A layer name does not exist in the model."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class ConfigError(ConvlensError, ValueError):
+    """A model, training or figure configuration is impossible."""
+
+
+class RunError(ConvlensError):
+    """A run directory is missing, incomplete or unreadable."""
+
+
+class ImageError(ConvlensError, ValueError):
+    """A user image could not be read."""
+
+
+def unknown_name(kind: str, name: str, valid: Iterable[str], *, limit: int = 12) -> str:
+    """Message for an unknown name: the nearest valid names first, then the rest."""
+    valid = list(valid)
+    close = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
+    listed = ", ".join(valid[:limit]) + (f", ... ({len(valid)} in all)" if len(valid) > limit else "")
+    hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
+    return f"unknown {kind} {name!r}: {hint}valid names are {listed}"
