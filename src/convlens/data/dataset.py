@@ -1,0 +1,316 @@
+"""Datasets held in memory as uint8 tensors and batched without per-sample Python work.
+
+>>> train = load_dataset("mnist", "train", data_dir="../shared/data/mnist-9k")  # doctest: +SKIP
+>>> for x, y in train.batches(64, shuffle=True, generator=torch.Generator().manual_seed(0)):
+...     ...  # x: (64, 1, 28, 28) float32, normalised; y: (64,) int64   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from convlens.data.idx import read_idx, read_idx_pair
+from convlens.data.sources import Source, get_source, locate
+from convlens.errors import ConfigError, DataError, unknown_name
+
+__all__ = ["SPLITS", "ImageDataset", "load_dataset", "normalise", "pixel_stats"]
+
+SPLITS = ("train", "test")
+
+
+def normalise(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """``(x / 255 - mean) / std`` per channel, as float32 on ``x``'s device.
+
+    ``x`` holds pixel values on the 0..255 scale (uint8, or float in that range) and
+    has channels in dimension -3 (``C×H×W`` or ``N×C×H×W``). ``x`` is not modified.
+
+    >>> normalise(torch.full((1, 1, 2, 2), 255, dtype=torch.uint8), (0.5,), (0.5,))[0, 0, 0, 0].item()
+    1.0
+    """
+    if x.dim() < 3:
+        raise DataError(f"normalise expects C×H×W or N×C×H×W pixels, got shape {tuple(x.shape)}")
+    c = x.shape[-3]
+    if len(mean) != c or len(std) != c:
+        raise DataError(
+            f"normalise got {len(mean)} mean and {len(std)} std values for {c} channels; "
+            "give one per channel"
+        )
+    m = torch.tensor(list(mean), dtype=torch.float32, device=x.device).view(c, 1, 1)
+    s = torch.tensor(list(std), dtype=torch.float32, device=x.device).view(c, 1, 1)
+    return x.to(torch.float32).div(255.0).sub_(m).div_(s)
+
+
+@functools.lru_cache(maxsize=8)
+def _stats_cached(path: str, size: int, mtime_ns: int) -> tuple[float, float]:
+    del size, mtime_ns  # cache keys only: a changed file is read again
+    return _stats(read_idx(path))
+
+
+def _stats(images: np.ndarray) -> tuple[float, float]:
+    # Exact mean and population std of pixels/255 from a 256-bin histogram: no float
+    # copy of the whole dataset.
+    counts = np.bincount(images.reshape(-1), minlength=256).astype(np.float64)
+    values = np.arange(256, dtype=np.float64) / 255.0
+    total = counts.sum()
+    if total == 0:
+        return 0.0, 1.0
+    mean = float((counts * values).sum() / total)
+    var = float((counts * (values - mean) ** 2).sum() / total)
+    return mean, max(var, 0.0) ** 0.5 or 1.0
+
+
+def pixel_stats(path: str | os.PathLike[str]) -> tuple[float, float]:
+    """Mean and standard deviation of the pixels (scaled to [0, 1]) of an images IDX file."""
+    st = Path(path).stat()
+    return _stats_cached(str(path), st.st_size, st.st_mtime_ns)
+
+
+@dataclass(eq=False)
+class ImageDataset:
+    """Images and labels of one split, in memory.
+
+    Attributes:
+        images: uint8 tensor ``(N, C, H, W)``, pixel values 0..255.
+        labels: int64 tensor ``(N,)``, indices into ``classes``.
+        classes: class names, indexed by label.
+        name: dataset name (``"mnist"``).
+        split: ``"train"`` or ``"test"``.
+        source: the file path or URL the images came from.
+        mean, std: per-channel normalisation constants for pixels scaled to [0, 1].
+        label_kind: what one label is called in messages ("digit", "class").
+    """
+
+    images: torch.Tensor = field(repr=False)
+    labels: torch.Tensor = field(repr=False)
+    classes: tuple[str, ...]
+    name: str
+    split: str
+    source: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    label_kind: str = "class"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.images, torch.Tensor) or self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            desc = (f"{self.images.dtype} of shape {tuple(self.images.shape)}"
+                    if isinstance(self.images, torch.Tensor) else type(self.images).__name__)
+            raise DataError(f"ImageDataset images must be a uint8 tensor N×C×H×W, got {desc}")
+        if not isinstance(self.labels, torch.Tensor) or self.labels.dtype != torch.int64 or self.labels.dim() != 1:
+            desc = (f"{self.labels.dtype} of shape {tuple(self.labels.shape)}"
+                    if isinstance(self.labels, torch.Tensor) else type(self.labels).__name__)
+            raise DataError(f"ImageDataset labels must be an int64 tensor of shape (N,), got {desc}")
+        if len(self.images) != len(self.labels):
+            raise DataError(f"ImageDataset has {len(self.images)} images but {len(self.labels)} labels")
+        self.classes = tuple(str(c) for c in self.classes)
+        self.mean = tuple(float(m) for m in self.mean)
+        self.std = tuple(float(s) for s in self.std)
+        c = self.images.shape[1]
+        if len(self.mean) != c or len(self.std) != c:
+            raise DataError(f"ImageDataset needs one mean and std per channel ({c}), got {self.mean} and {self.std}")
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def __repr__(self) -> str:
+        _, c, h, w = self.images.shape
+        return (f"ImageDataset(name={self.name!r}, split={self.split!r}, {len(self)} images {c}×{h}×{w}, "
+                f"{len(self.classes)} classes, source={self.source!r})")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of one image."""
+        _, c, h, w = self.images.shape
+        return int(c), int(h), int(w)
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise 0..255 pixels with this dataset's mean and std (see :func:`normalise`)."""
+        return normalise(x, self.mean, self.std)
+
+    def batches(
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+        device: str | torch.device | None = None,
+        drop_last: bool = False,
+        augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One epoch of ``(x, y)`` batches: x float32 ``(B, C, H, W)`` normalised, y int64 ``(B,)``.
+
+        With ``shuffle`` the order is one ``torch.randperm(N, generator=generator)`` per
+        call, so a seeded generator gives a reproducible order; batches are gathered by
+        tensor indexing. The uint8 batch is moved to ``device`` (default: where the
+        images are) and normalised there.
+
+        ``augment``, if given, is called on each *uint8* batch ``(B, C, H, W)`` on
+        ``device`` before normalisation, so zero fill means black background (e.g.
+        ``lambda x: random_shift(x, 2, gen)``); it must return a new uint8 tensor of
+        the same shape and must not modify its input in place (without ``shuffle`` it
+        is a view of the dataset).
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+        dev = torch.device(device) if device is not None else self.images.device
+        order = torch.randperm(len(self), generator=generator).to(self.images.device) if shuffle else None
+        return self._iter(batch_size, order, dev, drop_last, augment)
+
+    def _iter(
+        self,
+        batch_size: int,
+        order: torch.Tensor | None,
+        dev: torch.device,
+        drop_last: bool,
+        augment: Callable[[torch.Tensor], torch.Tensor] | None,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self)
+        stop = n - n % batch_size if drop_last else n
+        non_blocking = dev.type == "cuda"
+        for start in range(0, stop, batch_size):
+            if order is None:
+                xb = self.images[start:start + batch_size]
+                yb = self.labels[start:start + batch_size]
+            else:
+                idx = order[start:start + batch_size]
+                xb = self.images.index_select(0, idx)
+                yb = self.labels.index_select(0, idx)
+            xb = xb.to(dev, non_blocking=non_blocking)
+            yb = yb.to(dev, non_blocking=non_blocking)
+            if augment is not None:
+                xb = augment(xb)
+            yield self.normalise(xb), yb
+
+    def _describe(self, label: int) -> str:
+        cls = self.classes[label]
+        return f"{self.label_kind} {cls}" if self.label_kind == "digit" else f"{self.label_kind} {cls!r} (label {label})"
+
+    def label_of(self, label: int | str) -> int:
+        """The label index of ``label``, given as an index or a class name."""
+        if isinstance(label, str):
+            if label in self.classes:
+                return self.classes.index(label)
+            raise DataError(unknown_name(self.label_kind, label, self.classes))
+        try:
+            lab = operator.index(label)
+        except TypeError:
+            raise DataError(f"a label must be an integer or a class name, got {label!r}") from None
+        if not 0 <= lab < len(self.classes):
+            raise DataError(
+                f"{self.label_kind} {lab} does not exist in {self.name}: labels run 0..{len(self.classes) - 1}"
+            )
+        return lab
+
+    def index_of(self, label: int | str, nth: int = 0) -> int:
+        """Index of the ``nth`` (0-based) example whose label is ``label`` (index or class name).
+
+        Raises:
+            DataError: the label does not exist, no example has it, or there are
+                not ``nth + 1`` such examples.
+        """
+        lab = self.label_of(label)
+        hits = (self.labels == lab).nonzero().flatten()
+        what = self._describe(lab)
+        if hits.numel() == 0:
+            raise DataError(
+                f"no {what} in {self.name} {self.split} ({len(self)} images); "
+                f"choose another {self.label_kind} or an index"
+            )
+        nth = operator.index(nth)
+        if not 0 <= nth < hits.numel():
+            raise DataError(
+                f"{self.name} {self.split} has {hits.numel()} examples of {what}; "
+                f"nth={nth} must be in 0..{hits.numel() - 1}"
+            )
+        return int(hits[nth])
+
+    def _check_index(self, index: object) -> int:
+        n = len(self)
+        try:
+            i = operator.index(index)  # type: ignore[arg-type]
+        except TypeError:
+            raise DataError(f"an index into {self.name} {self.split} must be an integer, got {index!r}") from None
+        if isinstance(index, bool) or not 0 <= i < n:
+            valid = f"0..{n - 1}" if n else "none (the dataset is empty)"
+            raise DataError(f"index {index!r} is out of range for {self.name} {self.split}: valid indices are {valid}")
+        return i
+
+    def item(self, index: int) -> tuple[torch.Tensor, int]:
+        """Example ``index`` as ``(x, label)``: x normalised float32 ``(1, C, H, W)``.
+
+        Raises:
+            DataError: ``index`` is not in ``0..len-1`` (the message gives the range).
+        """
+        i = self._check_index(index)
+        return self.normalise(self.images[i:i + 1]), int(self.labels[i])
+
+    def subset(self, indices: Sequence[int] | torch.Tensor | np.ndarray) -> ImageDataset:
+        """A new dataset holding the examples at ``indices`` (in that order)."""
+        idx = torch.as_tensor(np.asarray(indices) if not isinstance(indices, torch.Tensor) else indices)
+        if idx.dtype == torch.bool or idx.is_floating_point() or idx.dim() != 1:
+            raise DataError(f"subset needs a 1-D sequence of integer indices, got {idx.dtype} of shape {tuple(idx.shape)}")
+        idx = idx.to(torch.int64).to(self.images.device)
+        n = len(self)
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n):
+            bad = int(idx.min()) if int(idx.min()) < 0 else int(idx.max())
+            raise DataError(f"subset index {bad} is out of range for {self.name} {self.split}: valid indices are 0..{n - 1}")
+        return ImageDataset(
+            images=self.images.index_select(0, idx), labels=self.labels.index_select(0, idx),
+            classes=self.classes, name=self.name, split=self.split, source=self.source,
+            mean=self.mean, std=self.std, label_kind=self.label_kind,
+        )
+
+
+def load_dataset(
+    name: str | Source = "mnist",
+    split: str = "train",
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    base_url: str | None = None,
+) -> ImageDataset:
+    """Load one split of a dataset into memory.
+
+    Files come from ``data_dir`` (no download), else ``CONVLENS_DATA_DIR``, else the
+    download cache (see :mod:`convlens.data.sources`). Images become uint8
+    ``(N, 1, H, W)``, labels int64. If the source has no published normalisation
+    constants they are computed from its training images.
+
+    Raises:
+        DataError: unknown dataset or split, files missing, or labels outside the
+            class list. IDXError / DownloadError (both DataErrors) for corrupt files
+            and failed downloads.
+    """
+    src = get_source(name)
+    if split not in SPLITS:
+        raise DataError(unknown_name("split", split, SPLITS))
+    loc = locate(src, data_dir, base_url=base_url)
+    images_path, labels_path = loc.paths[f"{split}_images"], loc.paths[f"{split}_labels"]
+    images, labels = read_idx_pair(images_path, labels_path)
+    if labels.size and int(labels.max()) >= len(src.classes):
+        raise DataError(
+            f"labels file {labels_path} has label {int(labels.max())} but {src.title} has "
+            f"{len(src.classes)} classes (0..{len(src.classes) - 1}); is it the right dataset?"
+        )
+    if src.mean is not None and src.std is not None:
+        mean, std = src.mean, src.std
+    else:
+        m, s = _stats(images) if split == "train" else pixel_stats(loc.paths["train_images"])
+        mean, std = (m,), (s,)
+    return ImageDataset(
+        images=torch.from_numpy(images).unsqueeze(1),  # (N, H, W) -> (N, 1, H, W)
+        labels=torch.from_numpy(labels.astype(np.int64)),
+        classes=src.classes,
+        name=src.name,
+        split=split,
+        source=loc.origins[f"{split}_images"],
+        mean=mean,
+        std=std,
+        label_kind=src.label_kind,
+    )
