@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import ftplib
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Mapping
@@ -283,6 +284,12 @@ def _short(exc: BaseException) -> str:
     if response is not None and getattr(response, "status_code", None):
         return f"HTTP {response.status_code} {getattr(response, 'reason', '') or ''}".strip()
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    name = type(exc).__name__
+    if "Timeout" in name:
+        return "timed out"
+    if name == "ConnectionError":  # requests: dig out the OS reason, e.g. "Connection refused"
+        errno = re.search(r"\[Errno -?\d+\] ([^'\"()\]]+)", text)
+        return "connection failed: " + (errno.group(1).strip() if errno else "no route to the server")
     return text if len(text) <= 160 else text[:157] + "..."
 
 
