@@ -299,3 +299,8 @@ def test_file_without_published_checksum_is_not_downloaded(server: Server, cache
     with pytest.raises(DownloadError, match=r"train-labels-idx1-ubyte.gz has no published checksum.*--data-dir"):
         download(replace(src, checksums=checks))
     assert "/train-labels-idx1-ubyte.gz" not in server.requests
+
+
+def test_empty_directory_reports_the_named_directory(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=re.escape(f"MNIST files missing in {tmp_path} (--data-dir)")):
+        resolve_files("mnist", tmp_path)
