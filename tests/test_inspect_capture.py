@@ -1,0 +1,342 @@
+"""convlens.capture against manual forward passes and torch.autograd.grad."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import convlens
+from convlens.errors import ConvlensError, LayerError
+from convlens.inspect import CaptureError, capture, capture_once
+from zoo import (
+    FunctionalCNN,
+    InplaceCNN,
+    ResNet18,
+    ScriptableCNN,
+    SeedCNN,
+    SharedCNN,
+    assert_same_state,
+    model_state,
+    nested_sequential,
+    seeded,
+)
+
+
+def _x(*shape: int, seed: int = 1) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def _all_hooks(model: nn.Module) -> int:
+    return sum(
+        len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) + len(m._backward_pre_hooks)
+        for m in model.modules()
+    )
+
+
+def test_top_level_name_is_the_same_function() -> None:
+    assert convlens.capture is capture
+
+
+# --- values -------------------------------------------------------------------------------------
+
+
+def test_seed_cnn_values_equal_a_manual_forward() -> None:
+    m = seeded(SeedCNN())
+    x = _x(3, 1, 28, 28)
+    with capture(m, ["conv1", "relu1", "pool1", "conv2", "fc"]) as cap:
+        out = m(x)
+    with torch.no_grad():
+        c1 = F.conv2d(x, m.conv1.weight, m.conv1.bias, padding=2)
+        r1 = torch.clamp(c1, min=0)
+        p1 = F.max_pool2d(r1, 2)
+        c2 = F.conv2d(p1, m.conv2.weight, m.conv2.bias, padding=2)
+        fc = F.linear(F.max_pool2d(c2.clamp(min=0), 2).flatten(1), m.fc.weight, m.fc.bias)
+    torch.testing.assert_close(cap["conv1"], c1)
+    torch.testing.assert_close(cap["relu1"], r1)
+    torch.testing.assert_close(cap["pool1"], p1)
+    torch.testing.assert_close(cap["conv2"], c2)
+    torch.testing.assert_close(cap["fc"], fc)
+    torch.testing.assert_close(out.detach(), fc)
+    assert list(cap) == ["conv1", "relu1", "pool1", "conv2", "fc"]
+    for name in cap:
+        assert not cap[name].requires_grad  # type: ignore[union-attr]
+        assert cap[name]._base is None  # type: ignore[union-attr]  # a copy, not a view
+
+
+def test_inplace_relu_does_not_corrupt_the_conv_output() -> None:
+    m = seeded(InplaceCNN())
+    x = _x(2, 1, 9, 9)
+    with capture(m, ["conv1", "relu1", "conv2"]) as cap:
+        m(x)
+    c1 = F.conv2d(x, m.conv1.weight, m.conv1.bias, padding=1).detach()
+    assert (c1 < 0).any()  # otherwise the test could not fail
+    torch.testing.assert_close(cap["conv1"], c1)
+    torch.testing.assert_close(cap["relu1"], c1.clamp(min=0))
+    c2 = F.conv2d(c1.clamp(min=0), m.conv2.weight, m.conv2.bias, padding=1).detach()
+    torch.testing.assert_close(cap["conv2"], c2)
+
+
+def test_shared_module_yields_one_tensor_per_call() -> None:
+    m = seeded(SharedCNN())
+    x = _x(2, 1, 8, 8)
+    with capture(m, ["block", "block.0", "stem"]) as cap:
+        m(x)
+    with torch.no_grad():
+        s = m.stem(x)
+        b0 = m.block[0](s)
+        b1 = m.block(s)
+        b2 = m.block[0](b1)
+    assert isinstance(cap["block.0"], list) and len(cap["block.0"]) == 2
+    torch.testing.assert_close(cap["block.0"][0], b0)
+    torch.testing.assert_close(cap["block.0"][1], b2)
+    torch.testing.assert_close(cap["block"][1], b2.clamp(min=0))  # type: ignore[index]
+    assert isinstance(cap["stem"], torch.Tensor)
+    assert len(cap.calls("stem")) == 1
+
+
+def test_functional_activations_and_inputs() -> None:
+    m = seeded(FunctionalCNN())
+    x = _x(2, 1, 8, 8)
+    with capture(m, ["conv2", "head"], inputs=True) as cap:
+        m(x)
+    with torch.no_grad():
+        p = F.max_pool2d(F.relu(m.conv1(x)), 2)
+        head_in = torch.tanh(m.conv2(p)).amax(dim=(2, 3))
+    torch.testing.assert_close(cap["conv2"], p)  # the input of conv2 is the functional pool
+    torch.testing.assert_close(cap["head"], head_in)
+
+
+def test_nested_sequential_dotted_names() -> None:
+    m = seeded(nested_sequential())  # type: ignore[arg-type]
+    x = _x(2, 1, 8, 8)
+    with capture(m, ["0.2.0.conv", "0.2.0.act", "0.2"]) as cap:
+        m(x)
+    with torch.no_grad():
+        h = m[0][1](m[0][0](x))
+        c = m[0][2][0].conv(h)
+    torch.testing.assert_close(cap["0.2.0.conv"], c)
+    torch.testing.assert_close(cap["0.2.0.act"], c.clamp(min=0))
+    torch.testing.assert_close(cap["0.2"], F.max_pool2d(c.clamp(min=0), 2))
+
+
+def test_plain_torch_resnet18_with_inplace_residual_add() -> None:
+    m = seeded(ResNet18(num_classes=7))
+    x = _x(2, 3, 64, 64)
+    with capture(m, ["layer1.0.bn2", "layer1.0", "layer1.0.relu", "layer4", "fc"]) as cap:
+        out = m(x)
+    b = m.layer1[0]
+    with torch.no_grad():
+        stem = m.maxpool(F.relu(m.bn1(m.conv1(x))))
+        a = F.relu(b.bn1(b.conv1(stem)))
+        bn2 = b.bn2(b.conv2(a))
+        block = F.relu(bn2 + stem)
+        h = block
+        for layer in [m.layer1[1], m.layer2, m.layer3, m.layer4]:
+            h = layer(h)
+    # bn2's output is later modified by `out += identity` and by the in-place ReLU
+    torch.testing.assert_close(cap["layer1.0.bn2"], bn2)
+    torch.testing.assert_close(cap["layer1.0"], block)
+    relu_calls = cap["layer1.0.relu"]  # the block's ReLU module is used twice
+    assert isinstance(relu_calls, list) and len(relu_calls) == 2
+    torch.testing.assert_close(relu_calls[0], a)
+    torch.testing.assert_close(relu_calls[1], block)
+    torch.testing.assert_close(cap["layer4"], h)
+    torch.testing.assert_close(cap["fc"], out.detach())
+    assert cap["layer4"].shape == (2, 512, 2, 2)  # type: ignore[union-attr]
+
+
+# --- gradients ----------------------------------------------------------------------------------
+
+
+def test_gradients_equal_autograd_grad() -> None:
+    m = seeded(SeedCNN())
+    x = _x(3, 1, 28, 28)
+    with capture(m, ["conv1", "relu2"], gradients=True) as cap:
+        out = m(x)
+        out[:, 3].sum().backward()
+    m.zero_grad(set_to_none=True)
+    # oracle: the same computation, differentiated by torch.autograd.grad
+    c1 = m.conv1(x)
+    r2 = m.relu2(m.conv2(m.pool1(m.relu1(c1))))
+    y = m.fc(m.pool2(r2).flatten(1))
+    g_c1, g_r2 = torch.autograd.grad(y[:, 3].sum(), [c1, r2])
+    torch.testing.assert_close(cap.gradients["conv1"], g_c1)
+    torch.testing.assert_close(cap.gradients["relu2"], g_r2)
+    torch.testing.assert_close(cap["conv1"].detach(), c1.detach())  # type: ignore[union-attr]
+    assert cap["conv1"].requires_grad  # type: ignore[union-attr]  # live, not detached
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_gradients_with_inplace_relu_and_frozen_weights(frozen: bool) -> None:
+    m = seeded(InplaceCNN())
+    m.requires_grad_(not frozen)
+    x = _x(2, 1, 9, 9)
+    before = model_state(m)
+    res = capture_once(m, x, ["conv1", "conv2"], gradients=True, target=[0, 2])
+    assert_same_state(before, model_state(m))
+    c1 = m.conv1(x.clone()).detach().requires_grad_(True)
+    c2 = m.conv2(F.relu(c1))
+    y = m.fc(F.relu(c2).mean(dim=(2, 3)))
+    g1, g2 = torch.autograd.grad(y[0, 0] + y[1, 2], [c1, c2])
+    torch.testing.assert_close(res.gradients["conv1"], g1)
+    torch.testing.assert_close(res.gradients["conv2"], g2)
+    torch.testing.assert_close(res.activations["conv1"], c1.detach())
+    assert (res.activations["conv1"] < 0).any()  # type: ignore[operator]
+    torch.testing.assert_close(res.output, y.detach())
+
+
+def test_gradients_of_a_shared_module_per_call() -> None:
+    m = seeded(SharedCNN())
+    x = _x(2, 1, 6, 6)
+    res = capture(m, "block.0", gradients=True).run(x, target=lambda out: out[:, 1])
+    s = m.stem(x)
+    a = m.block[0](s)
+    b = m.block[0](F.relu(a))
+    y = m.head(F.relu(b).mean(dim=(2, 3)))
+    ga, gb = torch.autograd.grad(y[:, 1].sum(), [a, b])
+    grads = res.gradients["block.0"]
+    assert isinstance(grads, list) and len(grads) == 2
+    torch.testing.assert_close(grads[0], ga)
+    torch.testing.assert_close(grads[1], gb)
+
+
+def test_input_gradients_of_resnet_block_only_through_that_layer() -> None:
+    m = seeded(ResNet18(num_classes=5))
+    x = _x(1, 3, 32, 32)
+    res = capture_once(m, x, ["layer2.0.conv1"], gradients=True, inputs=True, target=1)
+    stem = m.layer1(m.maxpool(m.relu(m.bn1(m.conv1(x)))))
+    b = m.layer2[0]
+    inp = stem.detach().requires_grad_(True)  # gradient through conv1 only, not the shortcut
+    a = F.relu(b.bn1(b.conv1(inp)))
+    out = F.relu(b.bn2(b.conv2(a)) + b.downsample(stem))
+    y = m.fc(m.avgpool(m.layer4(m.layer3(m.layer2[1](out)))).flatten(1))
+    (g,) = torch.autograd.grad(y[:, 1].sum(), [inp])
+    torch.testing.assert_close(res.gradients["layer2.0.conv1"], g)
+    torch.testing.assert_close(res.activations["layer2.0.conv1"], stem.detach())
+
+
+@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
+def test_gradients_under_no_grad_are_an_error(mode: type) -> None:
+    m = seeded(SeedCNN())
+    with pytest.raises(CaptureError, match=r"no_grad|inference_mode"), mode(), capture(m, "conv2", gradients=True):
+        m(_x(1, 1, 28, 28))
+    assert _all_hooks(m) == 0
+
+
+def test_missing_backward_is_an_error_not_a_zero() -> None:
+    m = seeded(SeedCNN())
+    with capture(m, "conv2", gradients=True) as cap:
+        m(_x(1, 1, 28, 28))
+    with pytest.raises(CaptureError, match="backward"):
+        cap.gradients  # noqa: B018
+
+
+# --- hooks and model state ----------------------------------------------------------------------
+
+
+def test_no_hook_survives_an_exception_in_the_with_block() -> None:
+    m = seeded(ResNet18(num_classes=3))
+    with pytest.raises(ZeroDivisionError), capture(m, ["conv1", "layer1.0.relu", "fc"]) as cap:
+        assert _all_hooks(m) == 3
+        m(_x(1, 3, 32, 32))
+        1 / 0  # noqa: B018
+    assert _all_hooks(m) == 0
+    assert "conv1" in cap  # what was captured before the error stays readable
+    cap.remove_hooks()  # removing again is harmless
+    cap.remove_hooks()
+    assert _all_hooks(m) == 0
+
+
+def test_no_hook_survives_an_error_inside_the_forward() -> None:
+    m = seeded(SeedCNN())
+    with pytest.raises(RuntimeError), capture(m, ["conv1", "fc"]):
+        m(_x(1, 1, 20, 20))  # wrong size: fc fails after conv1's hook ran
+    assert _all_hooks(m) == 0
+
+
+@pytest.mark.parametrize("train", [False, True])
+@pytest.mark.parametrize("gradients", [False, True])
+def test_model_state_is_unchanged(train: bool, gradients: bool) -> None:
+    m = seeded(SeedCNN()).train(train)
+    m.conv2.weight.requires_grad_(False)
+    m.fc.weight.grad = torch.ones_like(m.fc.weight)  # a gradient the user had already
+    before = model_state(m)
+    x = _x(2, 1, 28, 28)
+    if gradients:
+        capture_once(m, x, ["conv1", "relu2", "fc"], gradients=True, target=0)
+    else:
+        capture_once(m, x, ["conv1", "relu2", "fc"])
+        with capture(m, ["conv1", "fc"], inputs=True):
+            m(x)
+    assert_same_state(before, model_state(m))
+
+
+def test_a_capture_cannot_be_entered_twice_but_can_be_reused() -> None:
+    m = seeded(SeedCNN())
+    cap = capture(m, "conv1")
+    with cap:
+        with pytest.raises(CaptureError, match="already active"), cap:
+            pass
+        m(_x(1, 1, 28, 28, seed=1))
+    with cap:  # entering again starts afresh
+        m(_x(1, 1, 28, 28, seed=2))
+    assert isinstance(cap["conv1"], torch.Tensor)
+    torch.testing.assert_close(cap["conv1"], m.conv1(_x(1, 1, 28, 28, seed=2)).detach())
+    assert _all_hooks(m) == 0
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+
+def test_unknown_layer_lists_the_nearest_names() -> None:
+    m = SeedCNN()
+    with pytest.raises(LayerError, match=r"unknown layer 'conv3': did you mean 'conv2', 'conv1'\? valid") as e:
+        capture(m, ["conv1", "conv3"])
+    assert isinstance(e.value, ConvlensError) and isinstance(e.value, KeyError)
+    with pytest.raises(LayerError, match=r"did you mean 'layer1\.0\.bn2'"):
+        capture(ResNet18(), "layer1.0.bn_2")
+    with pytest.raises(ConvlensError, match="no layers"):
+        capture(m, [])
+
+
+def test_layer_that_did_not_run() -> None:
+    m = SharedCNN()
+    m.unused = nn.ReLU()
+    with capture(m, ["stem", "unused"]) as cap:
+        m(_x(1, 1, 6, 6))
+    assert list(cap) == ["stem"]
+    with pytest.raises(CaptureError, match="did not run"):
+        cap["unused"]
+    with pytest.raises(LayerError):
+        cap["head"]
+
+
+def test_run_target_errors() -> None:
+    m = seeded(SeedCNN())
+    x = _x(2, 1, 28, 28)
+    with pytest.raises(ConvlensError, match="needs a target"):
+        capture_once(m, x, "conv1", gradients=True)
+    with pytest.raises(ConvlensError, match="out of range"):
+        capture_once(m, x, "conv1", gradients=True, target=10)
+    with pytest.raises(ConvlensError, match="one per sample"):
+        capture_once(m, x, "conv1", gradients=True, target=[1, 2, 3])
+    assert _all_hooks(m) == 0
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
+def test_torchscript_whole_model_is_a_clear_error_and_eager_parents_work() -> None:
+    scripted = torch.jit.script(seeded(ScriptableCNN()))
+    with pytest.raises(CaptureError, match="TorchScript"):
+        capture(scripted, "conv")
+    mixed = nn.Sequential(nn.Conv2d(1, 1, 1), nn.Sequential(scripted))
+    with pytest.raises(CaptureError, match="TorchScript"):
+        capture(mixed, "1.0.conv")
+    with pytest.raises(CaptureError, match="TorchScript"):
+        capture(mixed, "1.0")
+    x = _x(2, 1, 5, 5)
+    with capture(mixed, ["0", "1"]) as cap:
+        out = mixed(x)
+    torch.testing.assert_close(cap["1"], out.detach())
+    torch.testing.assert_close(cap["0"], mixed[0](x).detach())
