@@ -20,12 +20,15 @@ _LAZY = {
     "build_model": "convlens.models",
     "capture": "convlens.inspect",
     "layers": "convlens.inspect",
-    "receptive_field": "convlens.conv.arithmetic",
+    "receptive_field": "convlens.inspect.receptive",
     "load_dataset": "convlens.data",
     "ConvlensError": "convlens.errors",
 }
 
-__all__ = sorted([*_LAZY, "__version__"])
+__all__ = [
+    "ConvlensError", "Run", "TrainConfig", "__version__", "build_model", "capture", "layers",
+    "load_dataset", "load_run", "receptive_field", "train",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -42,10 +45,10 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from convlens.conv.arithmetic import receptive_field
     from convlens.data import load_dataset
     from convlens.errors import ConvlensError
     from convlens.inspect import capture, layers
+    from convlens.inspect.receptive import receptive_field
     from convlens.models import build_model
     from convlens.models.run import Run, load_run
     from convlens.train import TrainConfig, train

@@ -1,5 +1,179 @@
-"""Commands of the main job: train, layers, filters, maps, demo."""
+"""Commands of the main job: demo, train, layers, filters, maps, download."""
 
 from __future__ import annotations
 
-from convlens.cli._app import app  # noqa: F401
+from pathlib import Path
+from typing import Any
+
+import click
+
+from convlens.cli._app import app
+from convlens.cli._common import (
+    console,
+    data_dir_option,
+    device_option,
+    out_option,
+    palette_option,
+    print_written,
+)
+
+RUN = click.argument("run", type=click.Path(path_type=Path))
+
+
+def _figures_dir(run: Any, out: Path | None) -> Path:
+    return out if out is not None else Path(run.path) / "figures"
+
+
+@app.command()
+@click.option("--out", type=click.Path(path_type=Path), default=Path("convlens-demo"), show_default=True,
+              help="Output directory (replaced atomically when the demo completes).")
+@data_dir_option
+@device_option
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override the default number of epochs (8).")
+@click.option("--seed", type=int, default=0, show_default=True)
+def demo(out: Path, data_dir: Path | None, device: str, epochs: int | None, seed: int) -> None:
+    """Train seed-cnn on MNIST; write its filters (Figure 1), the feature maps of a '7'
+    (Figure 2), the training curve and an index.html into OUT."""
+    from convlens.demo import run_demo
+    from convlens.train import RichProgress, TrainConfig
+
+    cfg = TrainConfig(seed=seed)
+    if epochs is not None:
+        cfg.epochs = epochs
+    con = console()
+    result = run_demo(out, data_dir=data_dir, device=device, config=cfg,
+                      callbacks=[RichProgress("seed-cnn on MNIST", console=con)])
+    con.print(f"\ntest accuracy: [bold]{result.accuracy:.2%}[/]")
+    con.print(f"run:     {result.out / 'run'}")
+    for stem, path in result.figures.items():
+        con.print(f"figure:  {path}  ({stem})")
+    con.print(f"open:    [bold]{result.index}[/]")
+
+
+@app.command()
+@click.option("--arch", default="seed-cnn", show_default=True, help="Architecture name (see `convlens models`).")
+@click.option("--dataset", default="mnist", show_default=True, help="mnist, fashion-mnist or kmnist.")
+@data_dir_option
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Run directory [default: runs/<arch>-<dataset>-seed<seed>].")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs [default: 8].")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Train this many steps instead of epochs.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="[default: 64]")
+@click.option("--lr", type=float, default=None, help="Peak learning rate [default: 3e-3].")
+@click.option("--optimizer", type=click.Choice(["adamw", "adam", "sgd"]), default=None, help="[default: adamw]")
+@click.option("--schedule", type=click.Choice(["onecycle", "cosine", "constant"]), default=None,
+              help="[default: onecycle]")
+@click.option("--augment-shift", type=click.IntRange(min=0), default=None,
+              help="Random shifts of up to this many pixels; 0 turns augmentation off [default: 2].")
+@click.option("--snapshot-every", type=click.IntRange(min=0), default=None,
+              help="Record first-layer filters every N steps; 0: never [default: 50].")
+@click.option("--seed", type=int, default=0, show_default=True)
+@device_option
+def train(arch: str, dataset: str, data_dir: Path | None, out: Path | None, device: str, seed: int,
+          **overrides: Any) -> None:
+    """Train a model and write a run directory (config, weights, metrics, filter snapshots).
+
+    Ctrl-C keeps a valid run holding the last completed epoch.
+    """
+    from convlens.data import load_dataset
+    from convlens.models.registry import get_config
+    from convlens.train import RichProgress, TrainConfig
+    from convlens.train import train as train_model
+
+    cfg = TrainConfig(seed=seed, **{k: v for k, v in overrides.items() if v is not None})
+    cfg.validate()
+    train_data = load_dataset(dataset, "train", data_dir=data_dir)
+    test_data = load_dataset(dataset, "test", data_dir=data_dir)
+    c, h, w = train_data.shape
+    model_cfg = get_config(arch, in_channels=c, input_size=(h, w), num_classes=len(train_data.classes))
+    out = out or Path("runs") / f"{arch}-{dataset}-seed{seed}"
+    con = console()
+    try:
+        run = train_model(model_cfg, train_data, test_data, out, cfg, device=device,
+                          callbacks=[RichProgress(f"{arch} on {dataset}", console=con)])
+    except KeyboardInterrupt:
+        if (out / "metrics.json").exists():
+            con.print(f"interrupted: {out} holds the last completed epoch")
+        else:
+            con.print("interrupted before the first epoch completed: no run was written")
+        raise
+    con.print(f"test accuracy: [bold]{run.test_accuracy:.2%}[/]")
+    con.print(f"run: [bold]{out}[/]")
+
+
+@app.command()
+def models() -> None:
+    """List the registered architectures."""
+    from convlens.models import list_models
+
+    for name, description in list_models().items():
+        click.echo(f"{name:14s} {description}")
+
+
+@app.command()
+@click.argument("dataset", default="mnist")
+def download(dataset: str) -> None:
+    """Download DATASET (mnist, fashion-mnist, kmnist) into the cache, verifying checksums."""
+    from convlens.data.sources import download as fetch
+
+    paths = fetch(dataset)
+    for key, path in paths.items():
+        click.echo(f"{key:13s} {path}")
+
+
+@app.command()
+@RUN
+@click.option("--layer", default="conv1", show_default=True, help="A conv layer of the model.")
+@click.option("--scale", type=click.Choice(["shared", "per-filter"]), default="shared", show_default=True,
+              help="One colour scale for all filters, or one per filter.")
+@click.option("--rgb/--per-channel", default=None,
+              help="Filters with 3 input channels: draw as RGB (default) or one tile per channel.")
+@click.option("--evolution", is_flag=True, help="Also draw how the first layer's filters evolved in training.")
+@palette_option
+@out_option()
+def filters(run: Path, layer: str, scale: str, rgb: bool | None, evolution: bool, palette: str,
+            out: Path | None) -> None:
+    """Figure 1: the filters of a conv layer of RUN in a grid."""
+    from convlens import views
+    from convlens.models.run import load_run
+    from convlens.viz.figure import save
+
+    r = load_run(run)
+    fig = views.filters(r, layer, scale=scale, palette=palette, rgb=rgb)
+    dest = _figures_dir(r, out)
+    print_written(save(fig, dest, f"filters-{layer}"), "filters")
+    click.echo(fig.caption)
+    if evolution:
+        print_written(save(views.evolution(r, palette=palette), dest, "filters-evolution"), "evolution")
+
+
+@app.command()
+@RUN
+@click.option("--digit", default=None, help="Use the first test example of this class (e.g. 7).")
+@click.option("--index", type=int, default=None, help="Use this example of the split.")
+@click.option("--image", type=click.Path(path_type=Path), default=None, help="Use this image file.")
+@click.option("--nth", type=click.IntRange(min=0), default=0, show_default=True,
+              help="With --digit: take the nth example of that class (0 is the first).")
+@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
+@click.option("--layer", default="conv1", show_default=True, help="Any layer with spatial output.")
+@click.option("--stage", type=click.Choice(["conv", "relu", "pool"]), default="conv", show_default=True,
+              help="Read the maps after the conv, after its activation, or after its pooling.")
+@click.option("--sort", is_flag=True, help="Order the maps by maximum activation, strongest first.")
+@click.option("--scale", type=click.Choice(["shared", "per-map"]), default="shared", show_default=True)
+@palette_option
+@data_dir_option
+@out_option()
+def maps(run: Path, digit: str | None, index: int | None, image: Path | None, nth: int, split: str,
+         layer: str, stage: str, sort: bool, scale: str, palette: str, data_dir: Path | None,
+         out: Path | None) -> None:
+    """Figure 2: an input beside the feature maps of one layer of RUN."""
+    from convlens import views
+    from convlens.models.run import load_run
+    from convlens.viz.figure import save
+
+    r = load_run(run)
+    d: int | str | None = int(digit) if digit is not None and digit.isdigit() else digit
+    chosen = views.choose_input(r, digit=d, index=index, image=image, nth=nth, split=split, data_dir=data_dir)
+    fig = views.maps(r, chosen, layer, stage=stage, sort=sort, scale=scale, palette=palette)
+    print_written(save(fig, _figures_dir(r, out), f"maps-{layer}-{stage}"), "feature maps")
+    click.echo(fig.caption)

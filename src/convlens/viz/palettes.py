@@ -37,3 +37,7 @@ def palette(name: str = "default") -> Palette:
         return _PALETTES[name]
     except KeyError:
         raise ConfigError(unknown_name("palette", name, _PALETTES)) from None
+
+
+OKABE_ITO = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000")
+"""Okabe–Ito qualitative colours (distinguishable with every common colour-vision deficiency)."""

@@ -1,0 +1,214 @@
+"""A run is a directory (DESIGN principle 3).
+
+``config.json``      model config (a :class:`CNNConfig`), data source, seed, training
+                     hyperparameters, library versions
+``model.safetensors`` the weights
+``metrics.json``     per epoch: mean train loss, test loss, test accuracy (+ timing)
+``snapshots/filters.safetensors``  first-layer filters at chosen training steps
+
+Loading rebuilds the model from its config and the weights; nothing is unpickled.
+
+>>> run = load_run("convlens-demo/run")          # doctest: +SKIP
+>>> run.model(x)                                   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from convlens._atomic import atomic_dir
+from convlens.errors import RunError
+from convlens.models.builder import build_cnn
+from convlens.models.config import CNNConfig
+
+CONFIG, WEIGHTS, METRICS, SNAPSHOTS = "config.json", "model.safetensors", "metrics.json", "snapshots"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class DataSpec:
+    """Where the training data came from and how inputs are normalised."""
+
+    name: str
+    source: str
+    classes: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    train_size: int = 0
+    test_size: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DataSpec:
+        d = dict(d)
+        for k in ("classes", "mean", "std"):
+            d[k] = tuple(d[k])
+        return cls(**d)
+
+
+@dataclass
+class RunConfig:
+    model: CNNConfig
+    data: DataSpec
+    seed: int
+    train: dict[str, Any]
+    versions: dict[str, str] = field(default_factory=dict)
+    format: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": self.format,
+            "model": self.model.to_dict(),
+            "data": {**self.data.__dict__, "classes": list(self.data.classes),
+                     "mean": list(self.data.mean), "std": list(self.data.std)},
+            "seed": self.seed,
+            "train": self.train,
+            "versions": self.versions,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        return cls(
+            model=CNNConfig.from_dict(d["model"]), data=DataSpec.from_dict(d["data"]),
+            seed=int(d["seed"]), train=dict(d["train"]), versions=dict(d.get("versions", {})),
+            format=int(d.get("format", FORMAT_VERSION)),
+        )
+
+
+def library_versions() -> dict[str, str]:
+    import matplotlib
+    import numpy
+
+    import convlens
+
+    return {
+        "convlens": convlens.__version__, "torch": torch.__version__, "numpy": numpy.__version__,
+        "matplotlib": matplotlib.__version__, "python": platform.python_version(),
+    }
+
+
+@dataclass
+class Run:
+    """A loaded run: ``model`` (in eval mode), ``config``, ``metrics``, ``path``."""
+
+    path: Path
+    config: RunConfig
+    model: nn.Module
+    metrics: dict[str, Any]
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the inputs the model was trained on."""
+        m = self.config.model
+        return (m.in_channels, *m.input_size)
+
+    @property
+    def dataset_name(self) -> str:
+        return self.config.data.name
+
+    @property
+    def test_accuracy(self) -> float | None:
+        epochs = self.metrics.get("epochs", [])
+        return float(epochs[-1]["test_accuracy"]) if epochs else None
+
+    def snapshots(self) -> dict[int, torch.Tensor]:
+        """First-layer filters by training step (empty if none were recorded)."""
+        return load_snapshots(self.path)[1]
+
+    @property
+    def snapshot_layer(self) -> str:
+        """The layer whose filters the snapshots hold ("" if none were recorded)."""
+        return load_snapshots(self.path)[0]
+
+
+def save_run(
+    path: str | Path,
+    config: RunConfig,
+    state_dict: dict[str, torch.Tensor],
+    metrics: dict[str, Any],
+    snapshots: dict[int, torch.Tensor] | None = None,
+    snapshot_layer: str = "conv1",
+) -> Path:
+    """Write a complete run directory atomically (replacing an older one at ``path``)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    with atomic_dir(path) as tmp:
+        (tmp / CONFIG).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        save_file({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, str(tmp / WEIGHTS))
+        if snapshots:
+            (tmp / SNAPSHOTS).mkdir()
+            save_file(
+                {f"step_{step:08d}": w.detach().cpu().contiguous() for step, w in snapshots.items()},
+                str(tmp / SNAPSHOTS / "filters.safetensors"),
+                metadata={"layer": snapshot_layer},
+            )
+        # metrics last: a directory with metrics.json is a finished write
+        (tmp / METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
+    return path
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RunError(
+            f"{path.parent} is not a convlens run: {path.name} is missing "
+            "(create one with `convlens train` or `convlens demo`)"
+        ) from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise RunError(f"cannot read {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise RunError(f"cannot read {path}: expected a JSON object")
+    return data
+
+
+def load_run(path: str | Path, *, device: str | torch.device = "cpu") -> Run:
+    """Load a run directory: rebuild the model from ``config.json`` and its weights.
+
+    The returned model is in eval mode and its outputs are bit-identical to the model
+    that was saved.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_dir():
+        raise RunError(f"run directory {path} does not exist (create one with `convlens train` or `convlens demo`)")
+    raw = _read_json(path / CONFIG)
+    try:
+        config = RunConfig.from_dict(raw)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RunError(f"{path / CONFIG} is not a valid run config ({exc}); was it written by convlens?") from None
+    metrics = _read_json(path / METRICS)
+    model = build_cnn(config.model)
+    try:
+        state = load_file(str(path / WEIGHTS), device=str(device))
+    except (FileNotFoundError, SafetensorError, OSError) as exc:
+        raise RunError(f"cannot read the weights {path / WEIGHTS}: {exc}") from None
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise RunError(f"{path / WEIGHTS} does not match {path / CONFIG}: {first}") from None
+    model.to(device).eval()
+    return Run(path=path, config=config, model=model, metrics=metrics)
+
+
+def load_snapshots(path: str | Path) -> tuple[str, dict[int, torch.Tensor]]:
+    """``(layer, {step: filters})`` from a run's snapshots (``("", {})`` if it has none)."""
+    from safetensors import safe_open
+
+    f = Path(path) / SNAPSHOTS / "filters.safetensors"
+    if not f.exists():
+        return "", {}
+    with safe_open(str(f), framework="pt") as fh:
+        layer = (fh.metadata() or {}).get("layer", "")
+        snaps = {int(k.split("_")[1]): fh.get_tensor(k) for k in sorted(fh.keys())}
+    return layer, snaps

@@ -1,0 +1,194 @@
+"""The training loop: seeded, deterministic on CPU, checkpointed every epoch.
+
+Data stays in memory as uint8 tensors on the training device; each batch is
+gathered by one index tensor, augmented and normalised as a whole (no per-sample
+Python work). After every completed epoch the run directory is rewritten atomically,
+so Ctrl-C leaves a valid run that holds the last completed epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from convlens.models.builder import build_cnn
+from convlens.models.config import CNNConfig
+from convlens.models.run import DataSpec, Run, RunConfig, library_versions, load_run, save_run
+from convlens.train.callbacks import Callback
+from convlens.train.config import TrainConfig
+from convlens.train.device import resolve_device
+
+
+def evaluate(model: nn.Module, dataset: Any, *, batch_size: int = 1000,
+             device: torch.device | str = "cpu") -> tuple[float, float]:
+    """Mean cross-entropy loss and accuracy of ``model`` on ``dataset``."""
+    was_training = model.training
+    model.eval()
+    total_loss, correct, n = 0.0, 0, 0
+    try:
+        with torch.inference_mode():
+            for x, y in dataset.batches(batch_size, device=device):
+                logits = model(x)
+                total_loss += F.cross_entropy(logits, y, reduction="sum").item()
+                correct += int((logits.argmax(1) == y).sum())
+                n += len(y)
+    finally:
+        model.train(was_training)
+    return total_loss / max(n, 1), correct / max(n, 1)
+
+
+def _first_conv(model: nn.Module) -> tuple[str, nn.Conv2d] | None:
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            return name, module
+    return None
+
+
+def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = model.parameters()
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, total: int) -> Any:
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=0.25)
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+    return None
+
+
+def train(
+    model_config: CNNConfig,
+    train_data: Any,
+    test_data: Any,
+    out: str | Path,
+    config: TrainConfig | None = None,
+    *,
+    device: str = "auto",
+    callbacks: Sequence[Callback] = (),
+) -> Run:
+    """Train a model from ``model_config`` and write the run directory ``out``.
+
+    ``train_data`` and ``test_data`` are :class:`convlens.data.ImageDataset` objects.
+    Returns the loaded :class:`~convlens.models.run.Run`. The same seed and config give
+    bit-identical weights on the CPU.
+
+    On ``KeyboardInterrupt`` the run directory holds the last completed epoch (or
+    nothing, if none completed) and the interrupt propagates.
+    """
+    from convlens.data.transforms import random_shift
+
+    cfg = config or TrainConfig()
+    cfg.validate()
+    dev = resolve_device(device)
+    torch.manual_seed(cfg.seed)
+    model = build_cnn(model_config).to(dev)
+    model.train()
+    gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
+
+    n = len(train_data)
+    steps_per_epoch = n // cfg.batch_size if n >= cfg.batch_size else 1
+    total_steps = cfg.steps if cfg.steps is not None else cfg.epochs * steps_per_epoch
+    opt = _optimizer(model, cfg)
+    sched = _scheduler(opt, cfg, total_steps)
+
+    images = train_data.images.to(dev)  # (N, C, H, W) uint8, stays uint8 until batched
+    labels = train_data.labels.to(dev)
+    mean = torch.tensor(train_data.mean, device=dev).view(1, -1, 1, 1)
+    std = torch.tensor(train_data.std, device=dev).view(1, -1, 1, 1)
+
+    first = _first_conv(model)
+    snapshots: dict[int, torch.Tensor] = {}
+    if first is not None and cfg.snapshot_every:
+        snapshots[0] = first[1].weight.detach().cpu().clone()
+
+    run_config = RunConfig(
+        model=model_config,
+        data=DataSpec(
+            name=train_data.name, source=str(train_data.source), classes=tuple(train_data.classes),
+            mean=tuple(float(m) for m in train_data.mean), std=tuple(float(s) for s in train_data.std),
+            train_size=len(train_data), test_size=len(test_data),
+        ),
+        seed=cfg.seed,
+        train={**cfg.to_dict(), "device": str(dev)},
+        versions=library_versions(),
+    )
+    epochs: list[dict[str, Any]] = []
+    for cb in callbacks:
+        cb.on_start(total_steps, steps_per_epoch)
+    step, epoch, started = 0, 0, time.perf_counter()
+    try:
+        while step < total_steps:
+            epoch += 1
+            order = torch.randperm(n, generator=gen).to(dev)
+            loss_sum, correct, seen, t0 = 0.0, 0, 0, time.perf_counter()
+            for b in range(steps_per_epoch):
+                if step >= total_steps:
+                    break
+                idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+                xb = images[idx]  # (B, C, H, W) uint8
+                if cfg.augment_shift:
+                    xb = random_shift(xb, cfg.augment_shift, gen)
+                x = (xb.float() / 255.0 - mean) / std
+                y = labels[idx]
+                logits = model(x)
+                loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if sched is not None:
+                    sched.step()
+                step += 1
+                loss_sum += loss.item() * len(y)
+                correct += int((logits.argmax(1) == y).sum())
+                seen += len(y)
+                if first is not None and cfg.snapshot_every and step % cfg.snapshot_every == 0:
+                    snapshots[step] = first[1].weight.detach().cpu().clone()
+                ips = seen / max(time.perf_counter() - t0, 1e-9)
+                for cb in callbacks:
+                    cb.on_step(step, {"loss": loss_sum / seen, "acc": correct / seen, "ips": ips, "epoch": epoch})
+            train_seconds = time.perf_counter() - t0
+            test_loss, test_acc = evaluate(model, test_data, batch_size=cfg.eval_batch_size, device=dev)
+            record = {
+                "epoch": epoch if seen == steps_per_epoch * cfg.batch_size else round(epoch - 1 + seen / (steps_per_epoch * cfg.batch_size), 4),
+                "step": step,
+                "train_loss": loss_sum / max(seen, 1),
+                "train_accuracy": correct / max(seen, 1),
+                "test_loss": test_loss,
+                "test_accuracy": test_acc,
+                "images_per_second": seen / max(train_seconds, 1e-9),
+                "seconds": train_seconds,
+            }
+            epochs.append(record)
+            if first is not None and cfg.snapshot_every and step not in snapshots:
+                snapshots[step] = first[1].weight.detach().cpu().clone()
+            metrics = {
+                "epochs": epochs,
+                "total_steps": total_steps,
+                "completed_steps": step,
+                "complete": step >= total_steps,
+                "wall_seconds": time.perf_counter() - started,
+            }
+            save_run(out, run_config, model.state_dict(), metrics, snapshots,
+                     snapshot_layer=first[0] if first else "")
+            for cb in callbacks:
+                cb.on_epoch(record)
+    finally:
+        for cb in callbacks:
+            cb.on_end()
+    if not math.isfinite(epochs[-1]["train_loss"]):
+        from convlens.errors import ConfigError
+
+        raise ConfigError(f"training diverged (loss {epochs[-1]['train_loss']}); lower the learning rate (--lr)")
+    return load_run(out)

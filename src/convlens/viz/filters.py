@@ -1,0 +1,173 @@
+"""Figure 1: the filters of a convolutional layer."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from torch import nn
+
+from convlens.errors import ConfigError, LayerError, unknown_name
+from convlens.viz.describe import fmt, listing, orientation, top_indices
+from convlens.viz.figure import Explained, new_figure
+from convlens.viz.palettes import palette as get_palette
+
+Scale = Literal["shared", "per-filter"]
+
+
+def conv_weight(model: nn.Module, layer: str) -> np.ndarray:
+    """The weight (out, in/groups, kh, kw) of the conv layer ``layer`` as float64."""
+    modules = dict(model.named_modules())
+    convs = [n for n, m in modules.items() if isinstance(m, nn.Conv2d)]
+    if layer not in modules:
+        raise LayerError(unknown_name("layer", layer, convs or list(modules)))
+    module = modules[layer]
+    if not isinstance(module, nn.Conv2d):
+        raise LayerError(
+            f"layer {layer!r} is a {type(module).__name__}, not a Conv2d; conv layers are {listing(convs)}"
+        )
+    return module.weight.detach().to("cpu", torch.float64).numpy()
+
+
+def filters_figure(
+    weight: np.ndarray,
+    layer: str,
+    *,
+    scale: Scale = "shared",
+    palette: str = "default",
+    rgb: bool | None = None,
+    max_filters: int | None = None,
+) -> Explained:
+    """Draw the filters ``weight`` (out, in, kh, kw) of ``layer`` in a grid.
+
+    ``scale="shared"`` (default) uses one colour scale for all filters, symmetric
+    around zero, with a colourbar; ``"per-filter"`` scales each filter to its own
+    largest magnitude (labelled so in the title and caption). With 3 input channels
+    filters are drawn as RGB images unless ``rgb=False``; otherwise each input
+    channel gets its own column.
+    """
+    w = np.asarray(weight, dtype=np.float64)
+    if w.ndim != 4:
+        raise ConfigError(f"filter weights must be 4-D (out, in, kh, kw), got shape {w.shape}")
+    if scale not in ("shared", "per-filter"):
+        raise ConfigError(f"unknown scale {scale!r}: use 'shared' or 'per-filter'")
+    if max_filters is not None:
+        w = w[:max_filters]
+    n_out, n_in, kh, kw = w.shape
+    pal = get_palette(palette)
+    as_rgb = (n_in == 3) if rgb is None else rgb
+    if as_rgb and n_in != 3:
+        raise ConfigError(f"rgb=True needs 3 input channels; {layer} has {n_in}")
+
+    vmax_all = float(np.abs(w).max()) or 1.0
+    per_filter_max = np.abs(w).reshape(n_out, -1).max(axis=1)
+    per_filter_max[per_filter_max == 0] = 1.0
+
+    if n_in == 1 or as_rgb:
+        cols = int(np.ceil(np.sqrt(n_out * 1.6)))
+        rows = int(np.ceil(n_out / cols))
+        tiles: list[tuple[int, int | None]] = [(i, None) for i in range(n_out)]
+    else:
+        rows, cols = n_out, n_in
+        tiles = [(i, c) for i in range(n_out) for c in range(n_in)]
+    tile = 0.55 if (n_in == 1 or as_rgb) else 0.32
+    fig = new_figure(max(3.5, cols * tile + 1.6), max(2.5, rows * tile + 0.9))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    norm = Normalize(-vmax_all, vmax_all)
+    shown = []
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for pos, (i, c) in enumerate(tiles):
+        ax = axes.flat[pos]
+        if as_rgb:
+            m = vmax_all if scale == "shared" else per_filter_max[i]
+            img = np.clip(0.5 + w[i].transpose(1, 2, 0) / (2 * m), 0, 1)
+            ax.imshow(img, interpolation="nearest")
+        else:
+            data = w[i, 0 if c is None else c]
+            m = vmax_all if scale == "shared" else per_filter_max[i]
+            shown.append(ax.imshow(data, cmap=pal.diverging, norm=Normalize(-m, m), interpolation="nearest"))
+        if c is None:
+            ax.set_title(str(i), fontsize=7, pad=2)
+        elif i == 0:
+            ax.set_title(f"in {c}", fontsize=6, pad=2)
+        if c == 0:
+            ax.text(-0.15, 0.5, str(i), transform=ax.transAxes, ha="right", va="center", fontsize=6)
+    scale_words = (
+        f"one shared colour scale symmetric around zero (−{fmt(vmax_all)} to {fmt(vmax_all)})"
+        if scale == "shared"
+        else "per-filter colour scales (each filter stretched to its own largest magnitude, so "
+        "brightness is not comparable between filters)"
+    )
+    title = f"{layer}: {n_out} filters {kh}×{kw}" + (" (per-filter scale)" if scale == "per-filter" else "")
+    fig.suptitle(title, fontsize=10)
+    if scale == "shared" and not as_rgb:
+        cbar = fig.colorbar(
+            ScalarMappable(norm=norm, cmap=pal.diverging),
+            ax=axes, shrink=0.6, fraction=0.04,
+        )
+        cbar.set_label("weight")
+    norms = np.sqrt((w**2).reshape(n_out, -1).sum(axis=1))
+    strongest = top_indices(norms, 3)
+    described = [
+        f"{i} ({orientation(w[i].mean(axis=0)) if n_in > 1 else orientation(w[i, 0])})" for i in strongest
+    ]
+    layout = (
+        "as RGB images" if as_rgb else ("one tile per filter" if n_in == 1 else f"one row per filter and one column per input channel ({n_in})")
+    )
+    colour = "grayscale" if pal.name == "gray" else "red positive, blue negative, white zero"
+    caption = (
+        f"The {n_out} learned {kh}×{kw} filters of {layer} ({n_in} input channel{'s' * (n_in != 1)}), "
+        f"{layout}, on {scale_words}; {colour}."
+    )
+    alt = (
+        f"Grid of {n_out} filters of layer {layer}, each {kh}×{kw} pixels"
+        f"{'' if n_in == 1 or as_rgb else f' per input channel, {n_in} input channels'}. "
+        f"Weights range from {fmt(float(w.min()))} to {fmt(float(w.max()))}. "
+        f"Strongest filters by weight norm: {listing(described)}."
+    )
+    return Explained(
+        fig, caption, alt, title=title,
+        data={"weights": w, "vmax": vmax_all, "scale": scale, "layer": layer, "images": shown,
+              "strongest": strongest},
+    )
+
+
+def filter_evolution_figure(snapshots: dict[int, np.ndarray], layer: str, *, filters: int = 8,
+                            palette: str = "default") -> Explained:
+    """How the first ``filters`` filters of ``layer`` changed over training (rows: steps)."""
+    steps = sorted(snapshots)
+    if not steps:
+        raise ConfigError("this run recorded no filter snapshots; train with snapshot_every > 0")
+    pal = get_palette(palette)
+    ws = [np.asarray(snapshots[s], dtype=np.float64) for s in steps]
+    n = min(filters, ws[0].shape[0])
+    vmax = max(float(np.abs(w[:n]).max()) for w in ws) or 1.0
+    fig = new_figure(n * 0.6 + 1.8, len(steps) * 0.6 + 0.8)
+    axes = fig.subplots(len(steps), n, squeeze=False)
+    for r, (s, w) in enumerate(zip(steps, ws, strict=True)):
+        for i in range(n):
+            ax = axes[r, i]
+            ax.imshow(w[i].mean(axis=0), cmap=pal.diverging, vmin=-vmax, vmax=vmax, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(str(i), fontsize=7)
+            if i == 0:
+                ax.set_ylabel(f"step {s}", fontsize=7)
+    title = f"{layer}: filters during training"
+    fig.suptitle(title, fontsize=10)
+    caption = (
+        f"Filters 0–{n - 1} of {layer} at {len(steps)} training steps ({steps[0]} to {steps[-1]}), "
+        f"one shared colour scale symmetric around zero (±{fmt(vmax)})."
+    )
+    change = [float(np.abs(ws[-1][:n] - ws[0][:n]).mean())]
+    alt = (
+        f"Grid: rows are training steps {listing([str(s) for s in steps])}; columns are filters 0 to {n - 1} "
+        f"of {layer}. Mean absolute weight change from first to last step: {fmt(change[0])}. The final filters: "
+        f"{listing([f'{i} ({orientation(ws[-1][i].mean(axis=0))})' for i in range(n)])}."
+    )
+    return Explained(fig, caption, alt, title=title, data={"steps": steps, "vmax": vmax})
