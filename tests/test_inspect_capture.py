@@ -65,11 +65,14 @@ def test_seed_cnn_values_equal_a_manual_forward() -> None:
         assert cap[name]._base is None  # type: ignore[union-attr]  # a copy, not a view
 
 
-def test_inplace_relu_does_not_corrupt_the_conv_output() -> None:
+@pytest.mark.parametrize("mode", [torch.enable_grad, torch.no_grad, torch.inference_mode])
+def test_inplace_relu_does_not_corrupt_the_conv_output(mode: type) -> None:
     m = seeded(InplaceCNN())
     x = _x(2, 1, 9, 9)
-    with capture(m, ["conv1", "relu1", "conv2"]) as cap:
-        m(x)
+    for _ in range(3):  # the first pass copies and learns; later passes too must be right
+        with mode(), capture(m, ["conv1", "relu1", "conv2"]) as cap:
+            m(x)
+        assert not cap["conv1"].requires_grad  # type: ignore[union-attr]
     c1 = F.conv2d(x, m.conv1.weight, m.conv1.bias, padding=1).detach()
     assert (c1 < 0).any()  # otherwise the test could not fail
     torch.testing.assert_close(cap["conv1"], c1)
@@ -124,8 +127,9 @@ def test_nested_sequential_dotted_names() -> None:
 def test_plain_torch_resnet18_with_inplace_residual_add() -> None:
     m = seeded(ResNet18(num_classes=7))
     x = _x(2, 3, 64, 64)
-    with capture(m, ["layer1.0.bn2", "layer1.0", "layer1.0.relu", "layer4", "fc"]) as cap:
-        out = m(x)
+    for _ in range(2):
+        with capture(m, ["layer1.0.bn2", "layer1.0", "layer1.0.relu", "layer4", "fc"]) as cap:
+            out = m(x)
     b = m.layer1[0]
     with torch.no_grad():
         stem = m.maxpool(F.relu(m.bn1(m.conv1(x))))
@@ -340,3 +344,68 @@ def test_torchscript_whole_model_is_a_clear_error_and_eager_parents_work() -> No
         out = mixed(x)
     torch.testing.assert_close(cap["1"], out.detach())
     torch.testing.assert_close(cap["0"], mixed[0](x).detach())
+
+
+# --- copies only when needed --------------------------------------------------------------------
+
+
+class _SometimesInplace(nn.Module):
+    """Changes the conv output in place only when asked: what a first look cannot predict."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3)
+        self.inplace = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        if self.inplace:
+            y.mul_(0)
+        return y.sum(dim=(1, 2, 3))
+
+
+def test_an_unforeseen_inplace_change_is_an_error_then_copied() -> None:
+    m = seeded(_SometimesInplace())
+    x = _x(2, 1, 6, 6)
+    expected = m.conv(x).detach()
+    for _ in range(2):  # seen unchanged: later captures need no copy
+        with capture(m, "conv") as cap:
+            m(x)
+        torch.testing.assert_close(cap["conv"], expected)
+    m.inplace = True
+    with pytest.raises(CaptureError, match=r"changed in place.*copy=True"), capture(m, "conv"):
+        m(x)
+    assert _all_hooks(m) == 0
+    with capture(m, "conv") as cap:  # now convlens copies this layer
+        m(x)
+    torch.testing.assert_close(cap["conv"], expected)
+    with capture(m, "conv", copy=True) as cap:
+        m(x)
+    torch.testing.assert_close(cap["conv"], expected)
+
+
+def test_copy_true_never_shares_memory_with_the_model_output() -> None:
+    m = seeded(SeedCNN())
+    x = _x(1, 1, 28, 28)
+    for _ in range(2):
+        with capture(m, "fc") as cap:
+            out = m(x)
+    shared = cap["fc"].untyped_storage().data_ptr() == out.untyped_storage().data_ptr()  # type: ignore[union-attr]
+    assert shared  # the default keeps an alias once it is known to be safe
+    with capture(m, "fc", copy=True) as cap:
+        out = m(x)
+    assert cap["fc"].untyped_storage().data_ptr() != out.untyped_storage().data_ptr()  # type: ignore[union-attr]
+    torch.testing.assert_close(cap["fc"], out.detach())
+
+
+def test_streaming_one_block_many_passes() -> None:
+    m = seeded(InplaceCNN())
+    cap = capture(m, ["conv1", "conv2"])
+    with torch.no_grad(), cap:
+        for seed in range(3):
+            cap.clear()
+            x = _x(2, 1, 7, 7, seed=seed)
+            m(x)
+            c1 = F.conv2d(x, m.conv1.weight, m.conv1.bias, padding=1)
+            torch.testing.assert_close(cap["conv1"], c1)
+            torch.testing.assert_close(cap["conv2"], m.conv2(c1.clamp(min=0)))

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -99,6 +100,28 @@ def _copy(value: Any) -> Any:
     return tree_map(lambda v: v.detach().clone() if isinstance(v, Tensor) else v, value)
 
 
+# Copy only when needed. A captured tensor must keep the values the layer produced, but
+# copying every output costs a memory pass per layer, several per cent of a small model's
+# forward. So the first capture of a module's output (per kind and training mode) is a
+# copy, and at the end of the block convlens checks the version counter of the original:
+# if nothing changed it in place, later captures keep a detached alias (no copy) whose
+# version is verified whenever it is read; if something did (an in-place ReLU, a residual
+# `out += identity`), that module's output is always copied. A verification that fails
+# raises CaptureError instead of returning changed values. Inference tensors have no
+# version counter and are always copied.
+_Key = tuple[str, bool]  # ("output" | "input", module.training)
+_SEEN_SAFE: weakref.WeakKeyDictionary[nn.Module, set[_Key]] = weakref.WeakKeyDictionary()
+_SEEN_CHANGED: weakref.WeakKeyDictionary[nn.Module, set[_Key]] = weakref.WeakKeyDictionary()
+
+
+def _learn(module: nn.Module, key: _Key, changed: bool) -> None:
+    if changed:
+        _SEEN_CHANGED.setdefault(module, set()).add(key)
+        _SEEN_SAFE.get(module, set()).discard(key)
+    elif key not in _SEEN_CHANGED.get(module, ()):
+        _SEEN_SAFE.setdefault(module, set()).add(key)
+
+
 def _check_grad_mode(name: str) -> None:
     if torch.is_inference_mode_enabled():
         raise CaptureError(
@@ -139,6 +162,7 @@ class Capture(Mapping[str, Captured]):
         *,
         gradients: bool = False,
         inputs: bool = False,
+        copy: bool = False,
     ) -> None:
         self.model = model
         self._modules = resolve_layers(model, layers)
@@ -151,19 +175,49 @@ class Capture(Mapping[str, Captured]):
         self.layers: tuple[str, ...] = tuple(self._modules)
         self.want_gradients = bool(gradients)
         self.inputs = bool(inputs)
+        self.copy = bool(copy)
         self._values: dict[str, list[Any]] = {name: [] for name in self.layers}
+        # per call: None for a copy, else the version the alias must still have when read
+        self._versions: dict[str, list[tuple[int, _Key] | None]] = {name: [] for name in self.layers}
+        # first captures of a module: (module, key, original alias, its version at capture)
+        self._probes: list[tuple[nn.Module, _Key, Tensor, int]] = []
         self._grads: dict[str, dict[int, Tensor]] = {name: {} for name in self.layers}
         self._handles: list[Any] = []
         self._active = False
 
     # -- hooks -----------------------------------------------------------------------------
 
-    def _hook_output(self, name: str) -> Callable[..., Any]:
+    def _keep(self, name: str, kind: str) -> Callable[[nn.Module, Any], None]:
+        """The function a hook calls to record a value without gradients."""
         store = self._values[name]
+        versions = self._versions[name]
+        probes = self._probes
+        always_copy = self.copy
+
+        def keep(module: nn.Module, value: Any) -> None:
+            if always_copy or type(value) is not Tensor or value.is_inference():
+                store.append(_copy(value))
+                versions.append(None)
+                return
+            key = (kind, module.training)
+            alias = value.detach()
+            if key in _SEEN_SAFE.get(module, ()):
+                store.append(alias)
+                versions.append((alias._version, key))
+                return
+            store.append(alias.clone())
+            versions.append(None)
+            if key not in _SEEN_CHANGED.get(module, ()):
+                probes.append((module, key, alias, alias._version))
+
+        return keep
+
+    def _hook_output(self, name: str) -> Callable[..., Any]:
         if not self.want_gradients:
+            keep = self._keep(name, "output")
 
             def hook(module: nn.Module, args: Any, output: Any) -> None:
-                store.append(_copy(output))
+                keep(module, output)
 
             return hook
 
@@ -174,13 +228,13 @@ class Capture(Mapping[str, Captured]):
         return grad_hook
 
     def _hook_input(self, name: str) -> Callable[..., Any]:
-        store = self._values[name]
         if not self.want_gradients:
+            keep = self._keep(name, "input")
 
             def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
                 if not args:
                     raise CaptureError(f"layer {name!r} was called without a positional input to capture")
-                store.append(_copy(args[0]))
+                keep(module, args[0])
 
             return hook
 
@@ -215,6 +269,7 @@ class Capture(Mapping[str, Captured]):
         store = self._values[name]
         index = len(store)
         store.append(live)
+        self._versions[name].append(None)
         grads = self._grads[name]
 
         def record(grad: Tensor) -> None:
@@ -242,8 +297,17 @@ class Capture(Mapping[str, Captured]):
         self._active = True
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
         self.remove_hooks()
+        probes, self._probes[:] = list(self._probes), []
+        if exc_type is not None:  # a forward pass cut short says nothing about in-place ops
+            return
+        for module, key, alias, version in probes:
+            _learn(module, key, alias._version != version)
+        for name in self.layers:
+            self._verify(name)
+            # settled: what the user does with the tensors from now on is their business
+            self._versions[name][:] = [None] * len(self._versions[name])
 
     def remove_hooks(self) -> None:
         """Remove every hook this capture added. Safe to call any number of times."""
@@ -256,10 +320,14 @@ class Capture(Mapping[str, Captured]):
             self._active = False
 
     def clear(self) -> None:
-        """Forget everything recorded so far."""
+        """Forget everything recorded so far (between forward passes of one ``with`` block)."""
+        for module, key, alias, version in self._probes:  # the last pass is complete
+            _learn(module, key, alias._version != version)
         for name in self.layers:
             self._values[name].clear()
+            self._versions[name].clear()
             self._grads[name].clear()
+        self._probes.clear()
 
     # -- results -----------------------------------------------------------------------------
 
@@ -272,7 +340,19 @@ class Capture(Mapping[str, Captured]):
                 f"layer {name!r} did not run: nothing was captured; run the model inside the "
                 "`with` block, and check that its forward uses this module"
             )
+        if self._active:
+            self._verify(name)
         return values[0] if len(values) == 1 else list(values)
+
+    def _verify(self, name: str) -> None:
+        for value, check in zip(self._values[name], self._versions[name], strict=True):
+            if check is not None and value._version != check[0]:
+                _learn(self._modules[name], check[1], True)
+                raise CaptureError(
+                    f"the {'input' if self.inputs else 'output'} of layer {name!r} was changed in "
+                    "place after it was captured (by the model or by code in the `with` block); "
+                    "capture again (convlens now copies it), or pass copy=True"
+                )
 
     def __iter__(self) -> Iterator[str]:
         return (name for name in self.layers if self._values[name])
@@ -284,6 +364,8 @@ class Capture(Mapping[str, Captured]):
         """Every captured value of ``name``, one per call, as a list (possibly empty)."""
         if name not in self._values:
             raise LayerError(unknown_name("captured layer", name, self.layers))
+        if self._active:
+            self._verify(name)
         return list(self._values[name])
 
     @property
@@ -382,11 +464,16 @@ def capture(
     *,
     gradients: bool = False,
     inputs: bool = False,
+    copy: bool = False,
 ) -> Capture:
     """Capture the outputs (``inputs=True``: the inputs) of ``layers`` of ``model``.
 
     ``layers`` are dotted names from ``model.named_modules()`` (one string or several).
     Use the result as a context manager around your forward pass, or call ``.run(x)``.
+    Values are detached and keep what the layer produced even when the model later changes
+    them in place; convlens copies a layer's output only when needed (see the module
+    notes). ``copy=True`` copies always: use it if you will modify the model's returned
+    output in place after the block while also capturing the last layer.
 
     >>> model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())
     >>> x = torch.randn(1, 1, 5, 5)
@@ -395,7 +482,7 @@ def capture(
     >>> torch.equal(cap["0"], model[0](x))
     True
     """
-    return Capture(model, layers, gradients=gradients, inputs=inputs)
+    return Capture(model, layers, gradients=gradients, inputs=inputs, copy=copy)
 
 
 def capture_once(
@@ -405,7 +492,8 @@ def capture_once(
     *,
     gradients: bool = False,
     inputs: bool = False,
+    copy: bool = False,
     target: Target = None,
 ) -> CaptureResult:
     """One forward pass (and one backward pass from ``target`` if ``gradients``); see :meth:`Capture.run`."""
-    return Capture(model, layers, gradients=gradients, inputs=inputs).run(x, target=target)
+    return Capture(model, layers, gradients=gradients, inputs=inputs, copy=copy).run(x, target=target)

@@ -1,0 +1,134 @@
+"""Cost of convlens.capture against a plain forward pass and captum's LayerActivation.
+
+One process, models built here in plain torch (no torchvision): the seed CNN (batch 1 and
+64, 1x28x28) and ResNet-18 (batch 1 and 8, 3x224x224); three layers captured in one pass.
+Every variant runs under ``torch.no_grad()`` (captum's LayerActivation does so itself).
+
+Variants, timed interleaved (one call of each, in rotating order, per repetition) and
+summarised by the median over many repetitions, so background load hits all alike:
+
+* ``plain``      ``model(x)``: the lower bound.
+* ``with``       ``with convlens.capture(model, layers) as cap: model(x)`` — hooks added and
+                 removed around every call, copies kept.
+* ``streaming``  hooks added once (as the dataset passes do), per batch ``cap.clear();
+                 model(x)``.
+* ``captum``     ``LayerActivation(model, [three modules]).attribute(x)``.
+
+Run:  python benchmarks/capture.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from zoo import ResNet18, SeedCNN, seeded  # noqa: E402
+
+import convlens  # noqa: E402
+
+
+def _timer(fn: Callable[[], object], inner: int) -> Callable[[], float]:
+    def run() -> float:
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        return (time.perf_counter() - t0) / inner
+
+    return run
+
+
+def bench(model: torch.nn.Module, x: torch.Tensor, layers: list[str], reps: int, inner: int) -> dict[str, float]:
+    from captum.attr import LayerActivation
+
+    modules = dict(model.named_modules())
+    stream = convlens.capture(model, layers)
+
+    def plain() -> object:
+        return model(x)
+
+    def with_block() -> object:
+        with convlens.capture(model, layers) as cap:
+            model(x)
+        return cap
+
+    def streaming() -> object:
+        stream.clear()
+        return model(x)
+
+    def captum() -> object:
+        return LayerActivation(model, [modules[n] for n in layers]).attribute(x)
+
+    # the same values, or the comparison means nothing
+    with torch.no_grad():
+        ref = captum()
+        with convlens.capture(model, layers) as cap:
+            model(x)
+    for name, r in zip(layers, ref, strict=True):
+        torch.testing.assert_close(cap[name], r)
+
+    variants = {"plain": plain, "with": with_block, "streaming": streaming, "captum": captum}
+    timers = {k: _timer(v, inner) for k, v in variants.items()}
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    names = list(variants)
+    with torch.no_grad(), stream:
+        for _ in range(3):  # warm-up
+            for k in names:
+                timers[k]()
+        gc.collect()
+        gc.disable()
+        try:
+            for rep in range(reps):
+                order = names[rep % len(names):] + names[: rep % len(names)]
+                for k in order:
+                    if k == "streaming":
+                        times[k].append(timers[k]())
+                    else:
+                        stream.remove_hooks()  # the streaming hooks must not slow the others
+                        times[k].append(timers[k]())
+                        stream.__enter__()
+        finally:
+            gc.enable()
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
+    args = ap.parse_args()
+    scale = 0.1 if args.quick else 1.0
+    torch.manual_seed(0)
+    configs = [
+        ("seed-cnn", seeded(SeedCNN()), (1, 1, 28, 28), ["conv1", "relu1", "conv2"], 600, 20),
+        ("seed-cnn", seeded(SeedCNN()), (64, 1, 28, 28), ["conv1", "relu1", "conv2"], 300, 2),
+        ("resnet-18", seeded(ResNet18()), (1, 3, 224, 224), ["layer1.0.bn2", "layer3", "layer4.1.conv2"], 60, 1),
+        ("resnet-18", seeded(ResNet18()), (8, 3, 224, 224), ["layer1.0.bn2", "layer3", "layer4.1.conv2"], 20, 1),
+    ]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; median of interleaved repetitions")
+    header = f"{'model':<10} {'batch':>5}  {'plain':>9}  {'with':>13}  {'streaming':>13}  {'captum':>13}  with/captum"
+    print(header)
+    print("-" * len(header))
+    for name, model, shape, layers, reps, inner in configs:
+        x = torch.randn(shape)
+        t = bench(model, x, layers, max(5, int(reps * scale)), inner)
+        p = t["plain"]
+
+        def cell(k: str, p: float = p, t: dict[str, float] = t) -> str:
+            return f"{t[k] / p:5.3f}x {t[k] * 1e3:6.2f}"
+
+        print(
+            f"{name:<10} {shape[0]:>5}  {p * 1e3:6.2f} ms  {cell('with')}  {cell('streaming')}  "
+            f"{cell('captum')}  {t['with'] / t['captum']:5.3f}x"
+        )
+    print("cells: ratio to plain, then milliseconds per forward pass")
+
+
+if __name__ == "__main__":
+    main()
