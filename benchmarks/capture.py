@@ -30,9 +30,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from zoo import ResNet18, SeedCNN, seeded  # noqa: E402
-
-import convlens  # noqa: E402
+import convlens
+from zoo import ResNet18, SeedCNN, seeded
 
 
 def _timer(fn: Callable[[], object], inner: int) -> Callable[[], float]:
