@@ -97,7 +97,7 @@ def filters_figure(
         if c == 0:
             ax.text(-0.15, 0.5, str(i), transform=ax.transAxes, ha="right", va="center", fontsize=6)
     scale_words = (
-        f"one shared colour scale symmetric around zero (−{fmt(vmax_all)} to {fmt(vmax_all)})"
+        f"one shared colour scale symmetric around zero ({fmt(-vmax_all)} to {fmt(vmax_all)})"
         if scale == "shared"
         else "per-filter colour scales (each filter stretched to its own largest magnitude, so "
         "brightness is not comparable between filters)"

@@ -91,7 +91,7 @@ def maps_figure(
         f"on {scale_words}; each map is titled with its channel and maximum activation."
     )
     alt = (
-        f"{input_label} on the left; on the right a grid of {c} feature maps of layer {layer} ({stage}), "
+        f"{input_label[:1].upper()}{input_label[1:]} on the left; on the right a grid of {c} feature maps of layer {layer} ({stage}), "
         f"each {h}×{w} pixels, values from {fmt(float(m.min()))} to {fmt(float(m.max()))}. "
         f"Strongest channels: {listing([f'{i} (max {fmt(float(maxima[i]))})' for i in strongest])}."
         + (f" {len(silent)} channel{'s' * (len(silent) != 1)} silent (no positive activation): "
