@@ -1,0 +1,36 @@
+"""The convolution itself, in NumPy only.
+
+* :mod:`~convlens.conv.ops`: reference ``conv2d`` (cross-correlation or true
+  convolution), ``conv_transpose2d``, ``max_pool2d`` and ``avg_pool2d`` with PyTorch's
+  parameters and semantics;
+* :mod:`~convlens.conv.arithmetic`: output sizes and receptive fields;
+* :mod:`~convlens.conv.kernels`: classic hand-made kernels and :func:`apply`;
+* :mod:`~convlens.conv.explain`: how one output value is made, step by step.
+
+This package imports NumPy and nothing else (no torch), so it can be read and used
+on its own.
+"""
+
+from convlens.conv.arithmetic import (
+    FieldTable,
+    Geometry,
+    LayerField,
+    LayerSpec,
+    output_size,
+    receptive_field_stack,
+)
+from convlens.conv.ops import avg_pool2d, conv2d, conv_transpose2d, max_pool2d, pad2d
+
+__all__ = [
+    "FieldTable",
+    "Geometry",
+    "LayerField",
+    "LayerSpec",
+    "avg_pool2d",
+    "conv2d",
+    "conv_transpose2d",
+    "max_pool2d",
+    "output_size",
+    "pad2d",
+    "receptive_field_stack",
+]

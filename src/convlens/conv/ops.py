@@ -1,0 +1,443 @@
+"""Reference convolution and pooling in NumPy, with PyTorch's semantics.
+
+Every function takes batches ``N×C×H×W`` (or one unbatched ``C×H×W`` sample, like
+PyTorch) and the parameters of the matching ``torch.nn.functional`` function. The
+results agree with PyTorch to rounding error; invalid configurations raise
+:class:`~convlens.errors.ConfigError` (a ``ValueError``) in the cases PyTorch refuses.
+
+Floating-point inputs keep their precision (float32 stays float32); integer inputs
+are computed in float64 (max pooling keeps integers). Unlike PyTorch, mixed dtypes
+are promoted rather than refused.
+
+No Python loop runs over output positions: convolutions gather the kernel windows
+with a strided view (im2col) and do one matrix product, or, for wide stride-1
+layers, accumulate one matrix product per kernel offset; pooling reduces over the
+``kh*kw`` kernel offsets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+from numpy.typing import ArrayLike, NDArray
+
+from convlens.conv.arithmetic import (
+    IntOrPair,
+    plan_conv,
+    plan_pool,
+    plan_transpose,
+)
+from convlens.errors import ConfigError, unknown_name
+
+__all__ = ["avg_pool2d", "conv2d", "conv_transpose2d", "max_pool2d", "pad2d"]
+
+# im2col materialises C*kh*kw*Ho*Wo values per sample; batches are split so that one
+# chunk stays below this many elements (64 MiB of float32).
+_IM2COL_BUDGET = 1 << 24
+_NP_PAD_MODE = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+
+
+def _float_dtype(*arrays: NDArray[Any] | None) -> np.dtype[Any]:
+    present = [a for a in arrays if a is not None]
+    dt = np.result_type(*present)
+    if np.issubdtype(dt, np.complexfloating) or not (np.issubdtype(dt, np.number) or dt == np.bool_):
+        raise ConfigError(f"dtype {dt}: the reference convolution works on real numbers only")
+    if dt == np.float32 or dt == np.float64:
+        return dt
+    if dt == np.float16:
+        return np.dtype(np.float32)
+    return np.dtype(np.float64)
+
+
+def _batched(x: NDArray[Any], op: str) -> tuple[NDArray[Any], bool]:
+    if x.ndim == 4:
+        return x, False
+    if x.ndim == 3:
+        return x[None], True
+    raise ConfigError(f"input of shape {tuple(x.shape)}: {op} expects N×C×H×W (batched) or C×H×W (unbatched)")
+
+
+def pad2d(
+    x: ArrayLike,
+    pad: tuple[int, int, int, int],
+    mode: str = "zeros",
+    value: float = 0.0,
+) -> NDArray[Any]:
+    """Pad the last two axes by ``pad = (top, bottom, left, right)``.
+
+    ``mode`` is ``zeros`` (or ``constant`` with ``value``), ``reflect`` (mirror without
+    repeating the edge), ``replicate`` (repeat the edge) or ``circular`` (wrap around),
+    like ``torch.nn.functional.pad``. Negative amounts crop.
+
+    >>> pad2d(np.arange(3.0).reshape(1, 3), (0, 0, 2, 1), "reflect")
+    array([[2., 1., 0., 1., 2., 1.]])
+    """
+    a = np.asarray(x)
+    if a.ndim < 2:
+        raise ConfigError(f"input of shape {a.shape}: padding needs at least two axes")
+    top, bottom, left, right = (int(v) for v in pad)
+    h, w = a.shape[-2:]
+    a = a[..., max(0, -top) : h - max(0, -bottom), max(0, -left) : w - max(0, -right)]
+    top, bottom, left, right = max(top, 0), max(bottom, 0), max(left, 0), max(right, 0)
+    if mode in ("zeros", "constant"):
+        out = np.full((*a.shape[:-2], a.shape[-2] + top + bottom, a.shape[-1] + left + right), value, dtype=a.dtype)
+        out[..., top : top + a.shape[-2], left : left + a.shape[-1]] = a
+        return out
+    if mode not in _NP_PAD_MODE:
+        raise ConfigError(unknown_name("padding mode", mode, ["zeros", *_NP_PAD_MODE]))
+    widths = [(0, 0)] * (a.ndim - 2) + [(top, bottom), (left, right)]
+    return np.pad(a, widths, mode=_NP_PAD_MODE[mode])  # type: ignore[call-overload]
+
+
+def _check_conv_channels(
+    op: str, x_shape: tuple[int, ...], w_shape: tuple[int, ...], groups: object, *, transposed: bool
+) -> int:
+    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)):
+        raise ConfigError(f"groups={groups!r}: groups must be an int")
+    groups = int(groups)
+    if groups < 1:
+        raise ConfigError(f"groups={groups}: groups must be at least 1")
+    if len(w_shape) != 4:
+        raise ConfigError(f"weight of shape {w_shape}: {op} needs a 4-D weight")
+    c = x_shape[1]
+    if w_shape[0] < groups or w_shape[0] % groups:
+        raise ConfigError(
+            f"groups={groups}: the weight's first dimension ({w_shape[0]}) must be a positive "
+            f"multiple of groups"
+        )
+    if transposed:
+        if c != w_shape[0]:
+            raise ConfigError(
+                f"weight of shape {w_shape}: conv_transpose2d expects the input to have "
+                f"{w_shape[0]} channels (weight.shape[0]) but it has {c}"
+            )
+        if w_shape[1] < 1:
+            raise ConfigError(f"weight of shape {w_shape}: weight.shape[1] (output channels per group) must be at least 1")
+    elif c != w_shape[1] * groups:
+        raise ConfigError(
+            f"groups={groups}, weight of shape {w_shape}: the input must have "
+            f"weight.shape[1]*groups = {w_shape[1] * groups} channels but it has {c}"
+        )
+    return groups
+
+
+def _check_bias(bias: NDArray[Any] | None, n_out: int, w_shape: tuple[int, ...]) -> None:
+    if bias is not None and bias.shape != (n_out,):
+        raise ConfigError(
+            f"bias of shape {tuple(bias.shape)}: with a weight of shape {w_shape} the bias must "
+            f"be 1-D with {n_out} values"
+        )
+
+
+def _check_spatial(x: NDArray[Any], op: str) -> None:
+    n, c, h, w = x.shape
+    if n > 0 and c > 0 and (h == 0 or w == 0):
+        raise ConfigError(f"input of shape {tuple(x.shape)}: {op} needs a non-empty image (H, W ≥ 1)")
+
+
+def conv2d(
+    x: ArrayLike,
+    weight: ArrayLike,
+    bias: ArrayLike | None = None,
+    stride: IntOrPair = 1,
+    padding: IntOrPair | str = 0,
+    dilation: IntOrPair = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+    flip: bool = False,
+) -> NDArray[Any]:
+    """2-D convolution of ``x`` (N×C×H×W or C×H×W) with ``weight`` (C_out×C/groups×kh×kw).
+
+    With ``flip=False`` (the default) this is cross-correlation, exactly what
+    ``torch.nn.Conv2d`` computes::
+
+        out[n, o, i, j] = bias[o] + Σ_c Σ_m Σ_n x_pad[n, c, i*s + m*d, j*s + n*d] · w[o, c, m, n]
+
+    With ``flip=True`` the kernel is rotated by 180° first, which is the true
+    (textbook) convolution ``Σ_m Σ_n I(i-m, j-n) K(m, n)`` aligned to the same output
+    grid. ``padding`` is an int, a pair, ``'valid'`` or ``'same'``; ``padding_mode``
+    is ``zeros``, ``reflect``, ``replicate`` or ``circular`` (as in ``nn.Conv2d``).
+
+    >>> x = np.arange(16.0).reshape(1, 1, 4, 4)
+    >>> conv2d(x, np.ones((1, 1, 2, 2)), stride=2)[0, 0]
+    array([[10., 18.],
+           [42., 50.]])
+    """
+    xa, wa = np.asarray(x), np.asarray(weight)
+    ba = None if bias is None else np.asarray(bias)
+    dtype = _float_dtype(xa, wa, ba)
+    xb, unbatched = _batched(xa, "conv2d")
+    groups = _check_conv_channels("conv2d", xb.shape, wa.shape, groups, transposed=False)
+    c_out, _, kh, kw = wa.shape
+    _check_bias(ba, c_out, wa.shape)
+    plan = plan_conv(xb.shape[2:], (kh, kw), stride, padding, dilation, padding_mode)
+    _check_spatial(xb, "conv2d")
+    mode = "zeros" if padding_mode == "zeros" else padding_mode
+    xp = pad2d(xb.astype(dtype, copy=False), plan.pad, mode)
+    w = wa.astype(dtype, copy=False)
+    if flip:
+        w = w[..., ::-1, ::-1]
+    out = _correlate(xp, w, plan.stride, plan.dilation, groups, plan.out)
+    if ba is not None:
+        out += ba.astype(dtype, copy=False)[:, None, None]
+    return out[0] if unbatched else out
+
+
+def _correlate(
+    xp: NDArray[Any],
+    w: NDArray[Any],
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+    groups: int,
+    out_hw: tuple[int, int],
+) -> NDArray[Any]:
+    """Cross-correlate an already padded ``xp`` (N×C×Hp×Wp) with ``w``; no padding."""
+    n, c = xp.shape[:2]
+    c_out, cg, kh, kw = w.shape
+    ho, wo = out_hw
+    cog = c_out // groups
+    if n == 0 or c_out == 0:
+        return np.zeros((n, c_out, ho, wo), dtype=xp.dtype)
+    xp = np.ascontiguousarray(xp)
+    if stride == (1, 1) and cg >= 32 and kh * kw > 1:
+        return _correlate_shift(xp, w, dilation, groups, out_hw)
+    wmat = np.ascontiguousarray(w).reshape(groups, cog, cg * kh * kw)  # (G, C_out/G, C/G·kh·kw)
+    s_n, s_c, s_h, s_w = xp.strides
+    per_sample = c * kh * kw * ho * wo
+    chunk = max(1, _IM2COL_BUDGET // max(per_sample, 1))
+    out = np.empty((n, groups, cog, ho * wo), dtype=xp.dtype)
+    for start in range(0, n, chunk):
+        part = xp[start : start + chunk]
+        m = part.shape[0]
+        # windows[n, g, c, a, b, i, j] = xp[n, g*cg + c, i*sh + a*dh, j*sw + b*dw]
+        windows = as_strided(
+            part,
+            shape=(m, groups, cg, kh, kw, ho, wo),
+            strides=(s_n, cg * s_c, s_c, dilation[0] * s_h, dilation[1] * s_w, stride[0] * s_h, stride[1] * s_w),
+            writeable=False,
+        )
+        cols = windows.reshape(m, groups, cg * kh * kw, ho * wo)  # the im2col copy
+        np.matmul(wmat, cols, out=out[start : start + m])
+    return out.reshape(n, c_out, ho, wo)
+
+
+def _correlate_shift(
+    xp: NDArray[Any],
+    w: NDArray[Any],
+    dilation: tuple[int, int],
+    groups: int,
+    out_hw: tuple[int, int],
+) -> NDArray[Any]:
+    """Stride-1 correlation without im2col: one matrix product per kernel offset.
+
+    On the flattened padded image, output position ``p = i*Wp + j`` reads input
+    ``p + a*dh*Wp + b*dw`` for kernel offset (a, b), so each offset is a contiguous
+    slice. Columns ``j ≥ Wo`` of the padded-width grid are computed and dropped.
+    """
+    n, _, hp, wp = xp.shape
+    c_out, cg, kh, kw = w.shape
+    ho, wo = out_hw
+    cog = c_out // groups
+    length = (ho - 1) * wp + wo
+    flat = xp.reshape(n, groups, cg, hp * wp)
+    acc = np.zeros((n, groups, cog, ho * wp), dtype=xp.dtype)
+    tmp = np.empty((n, groups, cog, length), dtype=xp.dtype)
+    wg = w.reshape(groups, cog, cg, kh, kw)
+    for a in range(kh):
+        for b in range(kw):
+            off = a * dilation[0] * wp + b * dilation[1]
+            np.matmul(np.ascontiguousarray(wg[..., a, b]), flat[..., off : off + length], out=tmp)
+            acc[..., :length] += tmp
+    return acc.reshape(n, c_out, ho, wp)[..., :wo].copy()
+
+
+def conv_transpose2d(
+    x: ArrayLike,
+    weight: ArrayLike,
+    bias: ArrayLike | None = None,
+    stride: IntOrPair = 1,
+    padding: IntOrPair = 0,
+    output_padding: IntOrPair = 0,
+    groups: int = 1,
+    dilation: IntOrPair = 1,
+) -> NDArray[Any]:
+    """Transposed convolution (the gradient of :func:`conv2d` with respect to its input).
+
+    ``weight`` is C_in×(C_out/groups)×kh×kw, as in ``torch.nn.ConvTranspose2d``. Each
+    input value scatters ``value · kernel`` into the output at stride ``stride``;
+    ``padding`` removes rows/columns from both borders and ``output_padding`` adds
+    them back at the bottom/right. The argument order matches
+    ``torch.nn.functional.conv_transpose2d``.
+
+    >>> conv_transpose2d(np.ones((1, 1, 2, 2)), np.ones((1, 1, 2, 2)), stride=2)[0, 0]
+    array([[1., 1., 1., 1.],
+           [1., 1., 1., 1.],
+           [1., 1., 1., 1.],
+           [1., 1., 1., 1.]])
+    """
+    xa, wa = np.asarray(x), np.asarray(weight)
+    ba = None if bias is None else np.asarray(bias)
+    dtype = _float_dtype(xa, wa, ba)
+    xb, unbatched = _batched(xa, "conv_transpose2d")
+    groups = _check_conv_channels("conv_transpose2d", xb.shape, wa.shape, groups, transposed=True)
+    c_in, cog, kh, kw = wa.shape
+    c_out = cog * groups
+    _check_bias(ba, c_out, wa.shape)
+    plan = plan_transpose(xb.shape[2:], (kh, kw), stride, padding, output_padding, dilation)
+    _check_spatial(xb, "conv_transpose2d")
+    n, _, h, w_in = xb.shape
+    (sh, sw), (dh, dw), (ph, pw), (ho, wo) = plan.stride, plan.dilation, plan.padding, plan.out
+    cig = c_in // groups
+    xg = xb.astype(dtype, copy=False).reshape(n, groups, cig, h * w_in)
+    # (G, C_out/G·kh·kw, C_in/G): every input value times every kernel tap, one product
+    wt = wa.astype(dtype, copy=False).reshape(groups, cig, cog * kh * kw).transpose(0, 2, 1)
+    taps = np.matmul(wt, xg).reshape(n, c_out, kh, kw, h, w_in)
+    full_h = max((h - 1) * sh + dh * (kh - 1) + 1, ph + ho)
+    full_w = max((w_in - 1) * sw + dw * (kw - 1) + 1, pw + wo)
+    full = np.zeros((n, c_out, full_h, full_w), dtype=dtype)
+    for a in range(kh):
+        for b in range(kw):
+            r0, c0 = a * dh, b * dw
+            full[:, :, r0 : r0 + (h - 1) * sh + 1 : sh, c0 : c0 + (w_in - 1) * sw + 1 : sw] += taps[:, :, a, b]
+    out = full[:, :, ph : ph + ho, pw : pw + wo].copy()
+    if ba is not None:
+        out += ba.astype(dtype, copy=False)[:, None, None]
+    return out[0] if unbatched else out
+
+
+def _check_pool_input(x: NDArray[Any], op: str) -> tuple[NDArray[Any], bool]:
+    xb, unbatched = _batched(x, op)
+    if min(xb.shape[1:]) == 0:
+        raise ConfigError(
+            f"input of shape {tuple(x.shape)}: {op} needs at least one channel and a non-empty image "
+            "(only the batch may be empty)"
+        )
+    return xb, unbatched
+
+
+def _window_slices(
+    offset: tuple[int, int], stride: tuple[int, int], out_hw: tuple[int, int]
+) -> tuple[slice, slice]:
+    (r0, c0), (sh, sw), (ho, wo) = offset, stride, out_hw
+    return slice(r0, r0 + (ho - 1) * sh + 1, sh), slice(c0, c0 + (wo - 1) * sw + 1, sw)
+
+
+def max_pool2d(
+    x: ArrayLike,
+    kernel_size: IntOrPair,
+    stride: IntOrPair | Sequence[int] | None = None,
+    padding: IntOrPair = 0,
+    dilation: IntOrPair = 1,
+    ceil_mode: bool = False,
+    return_indices: bool = False,
+) -> Any:
+    """Max pooling with PyTorch's semantics (padding never wins; NaN propagates).
+
+    ``stride`` defaults to ``kernel_size``. With ``return_indices`` also returns the
+    flat index ``row*W + col`` of each maximum in its input plane (the first maximum
+    in scan order), like ``torch.nn.functional.max_pool2d``.
+
+    >>> max_pool2d(np.arange(16.0).reshape(1, 4, 4), 2)[0]
+    array([[ 5.,  7.],
+           [13., 15.]])
+    """
+    xa = np.asarray(x)
+    if not (np.issubdtype(xa.dtype, np.number) or xa.dtype == np.bool_) or np.issubdtype(xa.dtype, np.complexfloating):
+        raise ConfigError(f"dtype {xa.dtype}: max pooling works on real numbers only")
+    xb, unbatched = _check_pool_input(xa, "max_pool2d")
+    plan = plan_pool(xb.shape[2:], kernel_size, stride, padding, dilation, ceil_mode)
+    n, c, h, w = xb.shape
+    (kh, kw), (dh, dw), (ph, pw), (eh, ew) = plan.kernel_size, plan.dilation, plan.padding, plan.extra
+    if np.issubdtype(xb.dtype, np.floating):
+        low: Any = -np.inf
+    elif xb.dtype == np.bool_:
+        low = False
+    else:
+        low = np.iinfo(xb.dtype).min
+    xp = pad2d(xb, (ph, ph + eh, pw, pw + ew), "constant", low)
+    out = np.full((n, c, *plan.out), low, dtype=xb.dtype)
+    idx = None
+    if return_indices:
+        # first in-bounds tap of every window (PyTorch's initial index)
+        rows = np.arange(plan.out[0]) * plan.stride[0] - ph
+        cols = np.arange(plan.out[1]) * plan.stride[1] - pw
+        rows = np.where(rows < 0, rows + (-rows + dh - 1) // dh * dh, rows)
+        cols = np.where(cols < 0, cols + (-cols + dw - 1) // dw * dw, cols)
+        idx = np.broadcast_to(rows[:, None] * w + cols[None, :], out.shape).astype(np.int64)
+    for a in range(kh):
+        for b in range(kw):
+            rs, cs = _window_slices((a * dh, b * dw), plan.stride, plan.out)
+            v = xp[:, :, rs, cs]
+            if idx is None:
+                np.maximum(out, v, out=out)
+                continue
+            better = v > out
+            if np.issubdtype(v.dtype, np.floating):
+                better |= np.isnan(v)
+            row = np.arange(plan.out[0]) * plan.stride[0] - ph + a * dh
+            col = np.arange(plan.out[1]) * plan.stride[1] - pw + b * dw
+            inside = ((row >= 0) & (row < h))[:, None] & ((col >= 0) & (col < w))[None, :]
+            better &= inside
+            out = np.where(better, v, out)
+            idx = np.where(better, (row[:, None] * w + col[None, :]), idx)
+    if unbatched:
+        out = out[0]
+        idx = None if idx is None else idx[0]
+    return (out, idx) if return_indices else out
+
+
+def avg_pool2d(
+    x: ArrayLike,
+    kernel_size: IntOrPair,
+    stride: IntOrPair | Sequence[int] | None = None,
+    padding: IntOrPair = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    divisor_override: int | None = None,
+) -> NDArray[Any]:
+    """Average pooling with PyTorch's semantics.
+
+    Each window's sum is divided by ``divisor_override`` if given; otherwise by the
+    window's size clipped to the padded input (``count_include_pad=True``) or by the
+    number of real input values under it (``count_include_pad=False``).
+
+    >>> avg_pool2d(np.ones((1, 3, 3)), 2, padding=1, count_include_pad=True)[0]
+    array([[0.25, 0.5 ],
+           [0.5 , 1.  ]])
+    """
+    xa = np.asarray(x)
+    dtype = _float_dtype(xa)
+    xb, unbatched = _check_pool_input(xa, "avg_pool2d")
+    if divisor_override is not None:
+        if isinstance(divisor_override, bool) or not isinstance(divisor_override, (int, np.integer)):
+            raise ConfigError(f"divisor_override={divisor_override!r}: expected an int")
+        if divisor_override == 0:
+            raise ConfigError("divisor_override=0: the divisor must not be zero")
+    plan = plan_pool(xb.shape[2:], kernel_size, stride, padding, 1, ceil_mode)
+    n, c, h, w = xb.shape
+    (kh, kw), (ph, pw), (eh, ew), (sh, sw) = plan.kernel_size, plan.padding, plan.extra, plan.stride
+    xp = pad2d(xb.astype(dtype, copy=False), (ph, ph + eh, pw, pw + ew), "zeros")
+    total = np.zeros((n, c, *plan.out), dtype=dtype)
+    for a in range(kh):
+        for b in range(kw):
+            rs, cs = _window_slices((a, b), plan.stride, plan.out)
+            total += xp[:, :, rs, cs]
+    if divisor_override is not None:
+        total /= dtype.type(divisor_override)
+    else:
+
+        def counts(n_out: int, size: int, k: int, s: int, p: int) -> tuple[NDArray[Any], NDArray[Any]]:
+            start = np.arange(n_out) * s - p
+            end = np.minimum(start + k, size + p)
+            pooled = end - start
+            real = np.minimum(end, size) - np.maximum(start, 0)
+            return pooled, real
+
+        pool_h, real_h = counts(plan.out[0], h, kh, sh, ph)
+        pool_w, real_w = counts(plan.out[1], w, kw, sw, pw)
+        div = (pool_h[:, None] * pool_w[None, :]) if count_include_pad else (real_h[:, None] * real_w[None, :])
+        total /= div.astype(dtype)
+    return total[0] if unbatched else total
