@@ -106,6 +106,7 @@ class Recording:
     start: tuple[int, int] | None = None  # on_start(total_steps, steps_per_epoch)
     step_stats: list[tuple[int, dict[str, float]]] = field(default_factory=list)
     step_losses: list[float] = field(default_factory=list)  # loss.item() of each optimiser step
+    step_correct: list[tuple[int, int]] = field(default_factory=list)  # (right, batch size) per step
     first_weights: dict[int, torch.Tensor] = field(default_factory=dict)  # step -> conv1 weight
     epoch_records: list[dict[str, Any]] = field(default_factory=list)
     epoch_states: list[dict[str, torch.Tensor]] = field(default_factory=list)  # at each on_epoch
@@ -153,7 +154,9 @@ class _LossSpy:
     def cross_entropy(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         loss = self._f.cross_entropy(*args, **kwargs)
         if kwargs.get("reduction", "mean") == "mean" and torch.is_grad_enabled():
+            logits, target = args[0], args[1]
             self._rec.step_losses.append(float(loss.item()))
+            self._rec.step_correct.append((int((logits.argmax(1) == target).sum()), len(target)))
         return loss
 
 
