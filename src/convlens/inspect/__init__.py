@@ -1,9 +1,14 @@
 """Inside any model: activation capture, layer discovery, channel statistics, top-k examples.
 
-Every view convlens offers reads a model's insides through :func:`capture`.
+Every view convlens offers reads a model's insides through :func:`capture` (or its
+streaming sibling :func:`observe`). Names here are imported on first use, so importing
+:mod:`convlens.inspect` for :func:`capture` does not load the dataset passes.
 """
 
 from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from convlens.inspect.capture import (
     Capture,
@@ -12,15 +17,43 @@ from convlens.inspect.capture import (
     capture,
     capture_once,
     layer_names,
+    observe,
     resolve_layers,
 )
+
+_LAZY = {
+    "layers": "convlens.inspect.layers",
+    "LayerRow": "convlens.inspect.layers",
+    "LayerTable": "convlens.inspect.layers",
+}
 
 __all__ = [
     "Capture",
     "CaptureError",
     "CaptureResult",
+    "LayerRow",
+    "LayerTable",
     "capture",
     "capture_once",
     "layer_names",
+    "layers",
+    "observe",
     "resolve_layers",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'convlens.inspect' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from convlens.inspect.layers import LayerRow, LayerTable, layers

@@ -47,6 +47,7 @@ __all__ = [
     "capture",
     "capture_once",
     "layer_names",
+    "observe",
     "resolve_layers",
 ]
 
@@ -163,8 +164,12 @@ class Capture(Mapping[str, Captured]):
         gradients: bool = False,
         inputs: bool = False,
         copy: bool = False,
+        on_value: Callable[[str, Any], None] | None = None,
     ) -> None:
         self.model = model
+        self._on_value = on_value
+        if on_value is not None and gradients:
+            raise ConfigError("observe() passes values to a function; it records no gradients")
         self._modules = resolve_layers(model, layers)
         for name, module in self._modules.items():
             if _is_scripted(module):
@@ -189,6 +194,13 @@ class Capture(Mapping[str, Captured]):
 
     def _keep(self, name: str, kind: str) -> Callable[[nn.Module, Any], None]:
         """The function a hook calls to record a value without gradients."""
+        if self._on_value is not None:
+            on_value = self._on_value
+
+            def give(module: nn.Module, value: Any) -> None:
+                on_value(name, value)
+
+            return give
         store = self._values[name]
         versions = self._versions[name]
         probes = self._probes
@@ -483,6 +495,30 @@ def capture(
     True
     """
     return Capture(model, layers, gradients=gradients, inputs=inputs, copy=copy)
+
+
+def observe(
+    model: nn.Module,
+    layers: str | Sequence[str],
+    fn: Callable[[str, Any], None],
+    *,
+    inputs: bool = False,
+) -> Capture:
+    """Call ``fn(name, value)`` with each layer's output (or input) as it is computed.
+
+    Nothing is stored or copied: ``fn`` sees the live tensor before anything downstream can
+    change it, and must neither keep nor modify it (reduce it, or copy what you need). This
+    is how the dataset passes stream statistics with bounded memory. Hooks are owned the
+    same way as in :func:`capture`.
+
+    >>> model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(inplace=True))
+    >>> peaks = []
+    >>> with torch.no_grad(), observe(model, ["0"], lambda n, v: peaks.append(v.amax().item())):
+    ...     _ = model(torch.randn(1, 1, 5, 5))
+    >>> len(peaks)
+    1
+    """
+    return Capture(model, layers, inputs=inputs, on_value=fn)
 
 
 def capture_once(
