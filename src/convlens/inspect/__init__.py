@@ -25,6 +25,14 @@ _LAZY = {
     "layers": "convlens.inspect.layers",
     "LayerRow": "convlens.inspect.layers",
     "LayerTable": "convlens.inspect.layers",
+    "channel_stats": "convlens.inspect.stats",
+    "LayerStats": "convlens.inspect.stats",
+    "StatsReport": "convlens.inspect.stats",
+    "topk_examples": "convlens.inspect.topk",
+    "TopK": "convlens.inspect.topk",
+    "TopKReport": "convlens.inspect.topk",
+    "read_activations": "convlens.inspect.dump",
+    "dump_info": "convlens.inspect.dump",
 }
 
 __all__ = [
@@ -32,13 +40,21 @@ __all__ = [
     "CaptureError",
     "CaptureResult",
     "LayerRow",
+    "LayerStats",
     "LayerTable",
+    "StatsReport",
+    "TopK",
+    "TopKReport",
     "capture",
     "capture_once",
+    "channel_stats",
+    "dump_info",
     "layer_names",
     "layers",
     "observe",
+    "read_activations",
     "resolve_layers",
+    "topk_examples",
 ]
 
 
@@ -56,4 +72,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
+    from convlens.inspect.dump import dump_info, read_activations
     from convlens.inspect.layers import LayerRow, LayerTable, layers
+    from convlens.inspect.stats import LayerStats, StatsReport, channel_stats
+    from convlens.inspect.topk import TopK, TopKReport, topk_examples
