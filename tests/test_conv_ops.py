@@ -320,14 +320,35 @@ def test_float32_stays_float32_and_ints_are_computed_in_float64() -> None:
     assert out.dtype == np.float64 and out[0, 0, 0, 0] == 4.0
 
 
-@pytest.mark.parametrize("shape,stride,groups", [((2, 64, 9, 11), 1, 1), ((1, 64, 8, 8), 1, 2), ((3, 40, 7, 6), 2, 1)])
-def test_wide_layers_use_both_paths_correctly(shape: tuple[int, ...], stride: int, groups: int) -> None:
-    """Wide stride-1 layers take the shift-and-accumulate path; check it against torch."""
+@pytest.mark.parametrize(
+    ("shape", "stride", "groups", "mode", "path"),
+    [
+        ((2, 6, 30, 31), 1, 1, "zeros", "_correlate_rows"),  # few padding columns
+        ((2, 6, 30, 31), 1, 3, "reflect", "_correlate_rows"),
+        ((3, 4, 7, 6), 1, 2, "circular", "_correlate_nhwc"),  # many padding columns
+        ((3, 4, 17, 16), 2, 1, "replicate", "_correlate_nhwc"),  # strided
+    ],
+)
+def test_both_conv_paths_at_larger_sizes(
+    shape: tuple[int, ...], stride: int, groups: int, mode: str, path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import convlens.conv.ops as ops
+
+    calls: list[str] = []
+    original = getattr(ops, path)
+    monkeypatch.setattr(ops, path, lambda *a: calls.append(path) or original(*a))
     rng = np.random.default_rng(1)
     x = rng.standard_normal(shape)
-    w = rng.standard_normal((48, shape[1] // groups, 3, 3))
-    ref = F.conv2d(torch.from_numpy(x), torch.from_numpy(w), stride=stride, padding=1, dilation=2, groups=groups)
-    _close(conv2d(x, w, stride=stride, padding=1, dilation=2, groups=groups), ref, "float64")
+    w = rng.standard_normal((6, shape[1] // groups, 3, 2))
+    b = rng.standard_normal(6)
+    m = nn.Conv2d(shape[1], 6, (3, 2), stride=stride, padding=(2, 1), dilation=(1, 2), groups=groups,
+                  padding_mode=mode, dtype=torch.float64)
+    m.weight, m.bias = nn.Parameter(torch.from_numpy(w)), nn.Parameter(torch.from_numpy(b))
+    with torch.no_grad():
+        ref = m(torch.from_numpy(x))
+    ours = conv2d(x, w, b, stride=stride, padding=(2, 1), dilation=(1, 2), groups=groups, padding_mode=mode)
+    _close(ours, ref, "float64")
+    assert calls == [path]
 
 
 def test_batches_larger_than_the_im2col_budget_are_chunked(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -42,7 +42,9 @@ PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
 # --------------------------------------------------------------------------- params
 def _is_int(v: object) -> bool:
-    return isinstance(v, SupportsIndex) and not isinstance(v, (bool, float))
+    if isinstance(v, int):  # fast path; bool is refused like in PyTorch
+        return not isinstance(v, bool)
+    return isinstance(v, SupportsIndex) and not isinstance(v, float)
 
 
 def pair(value: IntOrPair, name: str) -> Pair:

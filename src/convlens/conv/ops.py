@@ -9,10 +9,12 @@ Floating-point inputs keep their precision (float32 stays float32); integer inpu
 are computed in float64 (max pooling keeps integers). Unlike PyTorch, mixed dtypes
 are promoted rather than refused.
 
-No Python loop runs over output positions: convolutions gather the kernel windows
-with a strided view (im2col) and do one matrix product, or, for wide stride-1
-layers, accumulate one matrix product per kernel offset; pooling reduces over the
-``kh*kw`` kernel offsets.
+No Python loop runs over output positions. A convolution gathers the kernel windows
+through a strided view into an im2col matrix and does one matrix product (per group
+and batch chunk): on whole padded rows for stride-1 layers whose padding adds few
+columns, otherwise on a channels-last copy. Pooling reduces over the ``kh*kw``
+kernel offsets. Transposed convolution does one matrix product and scatters it with
+one strided addition per kernel offset.
 """
 
 from __future__ import annotations
@@ -175,83 +177,133 @@ def conv2d(
     _check_bias(ba, c_out, wa.shape)
     plan = plan_conv(xb.shape[2:], (kh, kw), stride, padding, dilation, padding_mode)
     _check_spatial(xb, "conv2d")
-    mode = "zeros" if padding_mode == "zeros" else padding_mode
-    xp = pad2d(xb.astype(dtype, copy=False), plan.pad, mode)
+    xf = xb.astype(dtype, copy=False)
     w = wa.astype(dtype, copy=False)
     if flip:
         w = w[..., ::-1, ::-1]
-    out = _correlate(xp, w, plan.stride, plan.dilation, groups, plan.out)
-    if ba is not None:
-        out += ba.astype(dtype, copy=False)[:, None, None]
+    b = None if ba is None else ba.astype(dtype, copy=False)
+    n, _, h, w_in = xb.shape
+    hp, wp = h + plan.pad[0] + plan.pad[1], w_in + plan.pad[2] + plan.pad[3]
+    out = np.empty((n, c_out, *plan.out), dtype=dtype)
+    if n == 0 or c_out == 0:
+        return out[0] if unbatched else out
+    if plan.stride == (1, 1) and wp <= 1.25 * plan.out[1]:
+        _correlate_rows(xf, w, b, plan.pad, padding_mode, plan.dilation, groups, out)
+    else:
+        _correlate_nhwc(xf, w, b, plan.pad, padding_mode, plan.stride, plan.dilation, groups, out)
     return out[0] if unbatched else out
 
 
-def _correlate(
-    xp: NDArray[Any],
+def _correlate_rows(
+    x: NDArray[Any],
     w: NDArray[Any],
+    bias: NDArray[Any] | None,
+    pad: tuple[int, int, int, int],
+    mode: str,
+    dilation: tuple[int, int],
+    groups: int,
+    out: NDArray[Any],
+) -> None:
+    """Stride-1 cross-correlation on whole padded rows (NCHW), written into ``out``.
+
+    Output pixel ``(i, j)`` is computed at position ``p = i*Wp + j`` of the flattened
+    padded image; kernel tap (a, b) then reads position ``p + a*dh*Wp + b*dw``, so
+    for every (channel, tap, sample) the im2col row is one contiguous run of
+    ``Ho*Wp`` values (cheap to gather). The ``Wp - Wo`` extra columns per row are
+    computed and dropped, which is why this path is used only when they are few.
+    One matrix product per group and batch chunk:
+    ``(C_out/G, C/G·kh·kw) @ (C/G·kh·kw, samples·Ho·Wp)``.
+    """
+    n, c, h, w_in = x.shape
+    c_out, cg, kh, kw = w.shape
+    ho, wo = out.shape[2:]
+    top, bottom, left, right = pad
+    hp, wp = h + top + bottom, w_in + left + right
+    # one spare row at the very end: the last run of the last plane reads up to
+    # (kw-1)*dw values past its plane (into columns that are dropped)
+    flat = np.zeros(n * c * hp * wp + wp, dtype=x.dtype)
+    xp = flat[: n * c * hp * wp].reshape(n, c, hp, wp)
+    if mode == "zeros":
+        xp[:, :, top : top + h, left : left + w_in] = x
+    else:
+        xp[...] = pad2d(x, pad, mode)
+    length = ho * wp
+    cog, k = c_out // groups, cg * kh * kw
+    s_n, s_c = xp.strides[:2]
+    item = xp.itemsize
+    view = as_strided(
+        xp,
+        shape=(groups, cg, kh, kw, n, length),
+        strides=(cg * s_c, s_c, dilation[0] * wp * item, dilation[1] * item, s_n, item),
+        writeable=False,
+    )
+    wmat = np.ascontiguousarray(w).reshape(groups, cog, k)
+    full = np.empty((groups, cog, n * length), dtype=x.dtype)
+    step = max(1, _IM2COL_BUDGET // max(c * kh * kw * length, 1))
+    for n0 in range(0, n, step):
+        n1 = min(n, n0 + step)
+        cols = np.empty((groups, k, (n1 - n0) * length), dtype=x.dtype)
+        np.copyto(cols.reshape(groups, cg, kh, kw, n1 - n0, length), view[:, :, :, :, n0:n1])
+        np.matmul(wmat, cols, out=full[:, :, n0 * length : n1 * length])
+    result = full.reshape(c_out, n, ho, wp)[:, :, :, :wo].transpose(1, 0, 2, 3)
+    if bias is None:
+        np.copyto(out, result)
+    else:
+        np.add(result, bias[:, None, None], out=out)
+
+
+def _correlate_nhwc(
+    x: NDArray[Any],
+    w: NDArray[Any],
+    bias: NDArray[Any] | None,
+    pad: tuple[int, int, int, int],
+    mode: str,
     stride: tuple[int, int],
     dilation: tuple[int, int],
     groups: int,
-    out_hw: tuple[int, int],
-) -> NDArray[Any]:
-    """Cross-correlate an already padded ``xp`` (N×C×Hp×Wp) with ``w``; no padding."""
-    n, c = xp.shape[:2]
-    c_out, cg, kh, kw = w.shape
-    ho, wo = out_hw
-    cog = c_out // groups
-    if n == 0 or c_out == 0:
-        return np.zeros((n, c_out, ho, wo), dtype=xp.dtype)
-    xp = np.ascontiguousarray(xp)
-    if stride == (1, 1) and cg >= 32 and kh * kw > 1:
-        return _correlate_shift(xp, w, dilation, groups, out_hw)
-    wmat = np.ascontiguousarray(w).reshape(groups, cog, cg * kh * kw)  # (G, C_out/G, C/G·kh·kw)
-    s_n, s_c, s_h, s_w = xp.strides
-    per_sample = c * kh * kw * ho * wo
-    chunk = max(1, _IM2COL_BUDGET // max(per_sample, 1))
-    out = np.empty((n, groups, cog, ho * wo), dtype=xp.dtype)
-    for start in range(0, n, chunk):
-        part = xp[start : start + chunk]
-        m = part.shape[0]
-        # windows[n, g, c, a, b, i, j] = xp[n, g*cg + c, i*sh + a*dh, j*sw + b*dw]
-        windows = as_strided(
-            part,
-            shape=(m, groups, cg, kh, kw, ho, wo),
-            strides=(s_n, cg * s_c, s_c, dilation[0] * s_h, dilation[1] * s_w, stride[0] * s_h, stride[1] * s_w),
-            writeable=False,
-        )
-        cols = windows.reshape(m, groups, cg * kh * kw, ho * wo)  # the im2col copy
-        np.matmul(wmat, cols, out=out[start : start + m])
-    return out.reshape(n, c_out, ho, wo)
+    out: NDArray[Any],
+) -> None:
+    """General cross-correlation via an exact im2col on a channels-last copy.
 
-
-def _correlate_shift(
-    xp: NDArray[Any],
-    w: NDArray[Any],
-    dilation: tuple[int, int],
-    groups: int,
-    out_hw: tuple[int, int],
-) -> NDArray[Any]:
-    """Stride-1 correlation without im2col: one matrix product per kernel offset.
-
-    On the flattened padded image, output position ``p = i*Wp + j`` reads input
-    ``p + a*dh*Wp + b*dw`` for kernel offset (a, b), so each offset is a contiguous
-    slice. Columns ``j ≥ Wo`` of the padded-width grid are computed and dropped.
+    The padded input is laid out N×Hp×Wp×C, so one output pixel's window is
+    ``kh`` runs of ``kw·C/G`` contiguous values (for dilation 1). One matrix product
+    per group and batch chunk: ``(samples·Ho·Wo, kh·kw·C/G) @ (kh·kw·C/G, C_out/G)``.
     """
-    n, _, hp, wp = xp.shape
+    n, c, h, w_in = x.shape
     c_out, cg, kh, kw = w.shape
-    ho, wo = out_hw
-    cog = c_out // groups
-    length = (ho - 1) * wp + wo
-    flat = xp.reshape(n, groups, cg, hp * wp)
-    acc = np.zeros((n, groups, cog, ho * wp), dtype=xp.dtype)
-    tmp = np.empty((n, groups, cog, length), dtype=xp.dtype)
-    wg = w.reshape(groups, cog, cg, kh, kw)
-    for a in range(kh):
-        for b in range(kw):
-            off = a * dilation[0] * wp + b * dilation[1]
-            np.matmul(np.ascontiguousarray(wg[..., a, b]), flat[..., off : off + length], out=tmp)
-            acc[..., :length] += tmp
-    return acc.reshape(n, c_out, ho, wp)[..., :wo].copy()
+    ho, wo = out.shape[2:]
+    top, bottom, left, right = pad
+    hp, wp = h + top + bottom, w_in + left + right
+    xt = np.zeros((n, hp, wp, c), dtype=x.dtype)  # channels last
+    if mode == "zeros":
+        xt[:, top : top + h, left : left + w_in, :] = x.transpose(0, 2, 3, 1)
+    else:
+        xt[...] = pad2d(x, pad, mode).transpose(0, 2, 3, 1)
+    cog, k, pixels = c_out // groups, kh * kw * cg, ho * wo
+    s_n, s_h, s_w, s_c = xt.strides
+    view = as_strided(
+        xt,
+        shape=(groups, n, ho, wo, kh, kw, cg),
+        strides=(cg * s_c, s_n, stride[0] * s_h, stride[1] * s_w, dilation[0] * s_h, dilation[1] * s_w, s_c),
+        writeable=False,
+    )
+    # (G, kh·kw·C/G, C_out/G), rows ordered like the window: (a, b, c)
+    wmat = np.ascontiguousarray(
+        w.reshape(groups, cog, cg, kh, kw).transpose(0, 3, 4, 2, 1)
+    ).reshape(groups, k, cog)
+    full = np.empty((groups, n * pixels, cog), dtype=x.dtype)
+    step = max(1, _IM2COL_BUDGET // max(c * kh * kw * pixels, 1))
+    for n0 in range(0, n, step):
+        n1 = min(n, n0 + step)
+        cols = np.empty((groups, (n1 - n0) * pixels, k), dtype=x.dtype)
+        np.copyto(cols.reshape(groups, n1 - n0, ho, wo, kh, kw, cg), view[:, n0:n1])
+        np.matmul(cols, wmat, out=full[:, n0 * pixels : n1 * pixels])
+    # (G, N, Ho, Wo, C_out/G) -> (N, C_out, Ho, Wo)
+    result = full.reshape(groups, n, ho, wo, cog).transpose(1, 0, 4, 2, 3).reshape(n, c_out, ho, wo)
+    if bias is None:
+        np.copyto(out, result)
+    else:
+        np.add(result, bias[:, None, None], out=out)
 
 
 def conv_transpose2d(
