@@ -182,8 +182,8 @@ def conv2d(
     if flip:
         w = w[..., ::-1, ::-1]
     b = None if ba is None else ba.astype(dtype, copy=False)
-    n, _, h, w_in = xb.shape
-    hp, wp = h + plan.pad[0] + plan.pad[1], w_in + plan.pad[2] + plan.pad[3]
+    n, w_in = xb.shape[0], xb.shape[3]
+    wp = w_in + plan.pad[2] + plan.pad[3]
     out = np.empty((n, c_out, *plan.out), dtype=dtype)
     if n == 0 or c_out == 0:
         return out[0] if unbatched else out
