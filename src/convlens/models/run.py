@@ -27,6 +27,7 @@ from convlens._atomic import atomic_dir
 from convlens.errors import RunError
 from convlens.models.builder import build_cnn
 from convlens.models.config import CNNConfig
+from convlens.models.state import state_dict_mismatch
 
 CONFIG, WEIGHTS, METRICS, SNAPSHOTS = "config.json", "model.safetensors", "metrics.json", "snapshots"
 FORMAT_VERSION = 1
@@ -192,11 +193,10 @@ def load_run(path: str | Path, *, device: str | torch.device = "cpu") -> Run:
         state = load_file(str(path / WEIGHTS), device=str(device))
     except (FileNotFoundError, SafetensorError, OSError) as exc:
         raise RunError(f"cannot read the weights {path / WEIGHTS}: {exc}") from None
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise RunError(f"{path / WEIGHTS} does not match {path / CONFIG}: {first}") from None
+    problem = state_dict_mismatch(model.state_dict(), state)
+    if problem:
+        raise RunError(f"{path / WEIGHTS} does not match {path / CONFIG}: {problem}; was one of them replaced?")
+    model.load_state_dict(state)
     model.to(device).eval()
     return Run(path=path, config=config, model=model, metrics=metrics)
 

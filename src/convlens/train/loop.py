@@ -60,9 +60,22 @@ def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
+def one_cycle(step: int, total: int, *, warmup: float = 0.25, start: float = 0.04, end: float = 1e-3) -> float:
+    """Learning-rate factor at ``step`` (0-based) of ``total``: linear warm-up from
+    ``start`` to 1 over the first ``warmup`` fraction of the steps (at least one step),
+    then cosine decay to ``end``. Defined for every ``total >= 1``, unlike
+    ``torch.optim.lr_scheduler.OneCycleLR``, which fails on very short runs."""
+    warm = max(1, round(warmup * total))
+    if step < warm:
+        return start + (1.0 - start) * (step + 1) / warm
+    rest = max(1, total - warm)
+    t = min(1.0, (step - warm + 1) / rest)
+    return end + (1.0 - end) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
 def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, total: int) -> Any:
     if cfg.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=0.25)
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: one_cycle(s, total))
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
     return None
@@ -98,7 +111,10 @@ def train(
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
 
     n = len(train_data)
+    # incomplete last batches are dropped, so every step sees batch_size images
+    # (a dataset smaller than one batch is one step of all of it)
     steps_per_epoch = n // cfg.batch_size if n >= cfg.batch_size else 1
+    epoch_images = steps_per_epoch * cfg.batch_size if n >= cfg.batch_size else n
     total_steps = cfg.steps if cfg.steps is not None else cfg.epochs * steps_per_epoch
     opt = _optimizer(model, cfg)
     sched = _scheduler(opt, cfg, total_steps)
@@ -161,7 +177,7 @@ def train(
             train_seconds = time.perf_counter() - t0
             test_loss, test_acc = evaluate(model, test_data, batch_size=cfg.eval_batch_size, device=dev)
             record = {
-                "epoch": epoch if seen == steps_per_epoch * cfg.batch_size else round(epoch - 1 + seen / (steps_per_epoch * cfg.batch_size), 4),
+                "epoch": epoch if seen == epoch_images else round(epoch - 1 + seen / epoch_images, 4),
                 "step": step,
                 "train_loss": loss_sum / max(seen, 1),
                 "train_accuracy": correct / max(seen, 1),
