@@ -137,7 +137,7 @@ class _Running:
         self.locations = torch.zeros((n, self.k, 2), dtype=torch.long, device=dev)
         spatial = value.dim() == 4
         in_h, in_w = int(x.shape[-2]), int(x.shape[-1])
-        if self.geo is None or not spatial:
+        if self.geo is None:
             self.lo, self.hi, self.jump = (0, 0), (in_h - 1, in_w - 1), (0, 0)  # the whole input
         else:
             self.lo, self.hi, self.jump = _pair(self.geo.lo), _pair(self.geo.hi), _pair(self.geo.jump)
@@ -231,7 +231,7 @@ class _TopKReducer:
         if run is None:
             if value.dim() not in (2, 4):
                 raise ConfigError(f"layer {key!r} outputs shape {tuple(value.shape)}; top-k needs (N, C, H, W) or (N, C)")
-            run = self.running[key] = self.make(key, x)
+            run = self.running[key] = self.make(key, x, value.dim() == 4)
         run.update(value, offset, x)
 
 
@@ -258,8 +258,9 @@ def topk_examples(
 
     ``channels`` restricts the work to some channels (all by default). ``fields`` maps
     layer names to receptive-field rows (``lo``, ``hi``, ``jump``); by default they are
-    computed with :func:`convlens.inspect.receptive.receptive_field`. Layers with a
-    non-spatial output (N, C) get the whole input as their region. The model runs in
+    computed with :func:`convlens.inspect.receptive.receptive_field` (a layer without a
+    row there is an error). Layers with a non-spatial output (N, C) get the whole input
+    as their region. The model runs in
     eval mode without gradients and is left as it was.
 
     >>> report = topk_examples(model, dataset, "conv2", k=9)       # doctest: +SKIP
@@ -274,12 +275,14 @@ def topk_examples(
     budget = int(crop_budget_mb * 2**20)
     geos: dict[str, FieldLike] = dict(fields) if fields is not None else {}
 
-    def make(key: str, x: Tensor) -> _Running:
+    def make(key: str, x: Tensor, spatial: bool) -> _Running:
+        if not spatial:  # (N, C): every unit sees the whole input
+            return _Running(key, ch, k, None, crops, budget)
         base = key.split("#")[0]
         if base not in geos and fields is None:
             geos.update(_fields(model, tuple(x.shape[1:])))
         geo = geos.get(key, geos.get(base))
-        if geo is None and fields is not None:
+        if geo is None:
             raise LayerError(unknown_name("layer with a receptive field", base, geos))
         return _Running(key, ch, k, geo, crops, budget)
 
