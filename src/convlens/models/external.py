@@ -143,7 +143,7 @@ def load_model(
     except Exception as exc:
         raise ModelLoadError(f"calling {spec!r}() failed: {type(exc).__name__}: {exc}") from exc
     if not isinstance(model, nn.Module):
-        raise ModelLoadError(f"{spec!r}() returned a {type(model).__name__}, not a torch.nn.Module")
+        raise ModelLoadError(f"{spec!r}() returned {type(model).__name__} {repr(model)[:40]}, not a torch.nn.Module")
     if weights is not None:
         state = load_state_dict_file(weights, map_location=map_location)
         own = model.state_dict()
