@@ -5,6 +5,7 @@ registry, timm-style)."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 import torch
@@ -27,7 +28,7 @@ from convlens.models import (
 
 
 def test_seed_cnn_has_exactly_the_tutorial_layers() -> None:
-    model = build_model("seed-cnn")
+    model: Any = build_model("seed-cnn")
     children = [(name, type(m)) for name, m in model.named_children()]
     assert children == [
         ("conv1", nn.Conv2d), ("relu1", nn.ReLU), ("pool1", nn.MaxPool2d),
@@ -50,7 +51,7 @@ def test_seed_cnn_forward_equals_the_tutorial_written_out() -> None:
     import torch.nn.functional as F
 
     torch.manual_seed(0)
-    model = build_model("seed-cnn").eval()
+    model: Any = build_model("seed-cnn").eval()
     x = torch.randn(3, 1, 28, 28)
     h = F.max_pool2d(F.relu(F.conv2d(x, model.conv1.weight, model.conv1.bias, padding=2)), 2)
     h = F.max_pool2d(F.relu(F.conv2d(h, model.conv2.weight, model.conv2.bias, padding=2)), 2)
@@ -109,7 +110,7 @@ def test_builder_agrees_with_torch_on_every_config(cfg: CNNConfig) -> None:
             build_model(cfg)
         return
     assert feature_shapes(cfg) == expected
-    model = build_model(cfg).eval()
+    model: Any = build_model(cfg).eval()
     # the real forward, stage by stage: the output after each conv stage
     x = torch.randn(2, cfg.in_channels, *cfg.input_size)
     seen = []
@@ -231,6 +232,6 @@ def test_registering_a_name_twice_is_refused() -> None:
 
 def test_build_model_accepts_a_config_directly() -> None:
     cfg = CNNConfig((ConvSpec(3, 3, padding=0, pool=2),), input_size=(10, 10), num_classes=4)
-    model = build_model(cfg)
+    model: Any = build_model(cfg)
     assert model.fc.in_features == 3 * 4 * 4
     assert tuple(model(torch.zeros(1, 1, 10, 10)).shape) == (1, 4)
