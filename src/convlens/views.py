@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from convlens.errors import ConfigError
+from convlens.models.handle import ModelHandle
 from convlens.models.run import Run
 from convlens.viz.figure import Explained
 
@@ -37,7 +38,7 @@ class ChosenInput:
 
 
 def choose_input(
-    run: Run,
+    source: Run | ModelHandle,
     *,
     digit: int | str | None = None,
     index: int | None = None,
@@ -47,42 +48,49 @@ def choose_input(
     data_dir: str | os.PathLike[str] | None = None,
 ) -> ChosenInput:
     """Pick exactly one of: the ``nth`` example of class ``digit``, example ``index``
-    of ``split`` of the run's dataset, or an ``image`` file (fitted to the run's input
-    size and normalised like the training data)."""
+    of ``split`` of the model's dataset, or an ``image`` file (fitted to the model's
+    input size and normalised like the training data)."""
     given = [k for k, v in (("digit", digit), ("index", index), ("image", image)) if v is not None]
     if len(given) != 1:
         raise ConfigError("choose exactly one input: --digit D, --index N or --image FILE")
-    spec = run.config.data
+    handle = source if isinstance(source, ModelHandle) else ModelHandle.from_run(source)
+    spec = handle.data
+    from convlens.data import load_dataset, load_image, normalise
+
     if image is not None:
-        from convlens.data import load_image, normalise
-
-        c, h, w = run.input_shape
+        c, h, w = handle.input_shape
         pixels = load_image(image, size=(h, w), channels=c)
-        return ChosenInput(normalise(pixels, spec.mean, spec.std), pixels[0], f"image {Path(image).name}")
-    from convlens.data import load_dataset
-
+        mean, std = spec.mean, spec.std
+        if not mean:  # a dataset without published constants: the loader computes them
+            ref = load_dataset(spec.name, "train", data_dir=data_dir)
+            mean, std = ref.mean, ref.std
+        return ChosenInput(normalise(pixels, mean, std), pixels[0], f"image {Path(image).name}")
     ds = load_dataset(spec.name, split, data_dir=data_dir)
+    if spec.mean:
+        ds.mean, ds.std = spec.mean, spec.std  # normalise exactly as in training
     i = ds.index_of(digit, nth) if digit is not None else int(index)  # type: ignore[arg-type]
     x, y = ds.item(i)
-    what = ds.label_kind if hasattr(ds, "label_kind") else "class"
-    return ChosenInput(x, ds.images[i], f"{split} {what} {ds.classes[y]} (index {i})", i, y)
+    return ChosenInput(x, ds.images[i], f"{split} {ds.label_kind} {ds.classes[y]} (index {i})", i, y)
 
 
-def filters(model: Run | nn.Module, layer: str = "conv1", **kwargs: Any) -> Explained:
+def _model(source: Run | ModelHandle | nn.Module) -> nn.Module:
+    return source if isinstance(source, nn.Module) else source.model
+
+
+def filters(model: Run | ModelHandle | nn.Module, layer: str = "conv1", **kwargs: Any) -> Explained:
     """Figure 1: the filters of conv layer ``layer`` (see :func:`convlens.viz.filters.filters_figure`)."""
     from convlens.viz.filters import conv_weight, filters_figure
 
-    m = model.model if isinstance(model, Run) else model
-    return filters_figure(conv_weight(m, layer), layer, **kwargs)
+    return filters_figure(conv_weight(_model(model), layer), layer, **kwargs)
 
 
-def maps(model: Run | nn.Module, chosen: ChosenInput, layer: str = "conv1", *, stage: str = "conv",
-         **kwargs: Any) -> Explained:
+def maps(model: Run | ModelHandle | nn.Module, chosen: ChosenInput, layer: str = "conv1", *,
+         stage: str = "conv", **kwargs: Any) -> Explained:
     """Figure 2: ``chosen`` beside the feature maps of ``layer`` at ``stage``."""
     from convlens.inspect.feature_maps import feature_maps
     from convlens.viz.maps import maps_figure
 
-    m = model.model if isinstance(model, Run) else model
+    m = _model(model)
     device = next(m.parameters(), torch.empty(0)).device
     fm = feature_maps(m, chosen.x.to(device), layer, stage)
     stage_name = stage if not fm.computed else f"{stage}, applied to {layer}'s output"

@@ -62,3 +62,23 @@ def console() -> Any:
 
 def print_written(paths: dict[str, Path], what: str) -> None:
     console().print(f"{what}: [bold]{paths['png']}[/] (+ .svg, .json)")
+
+
+def model_source(f: F) -> F:
+    """RUN (a run directory) or --model module:factory [--weights FILE] for any nn.Module."""
+    f = click.option("--input-shape", default=None, metavar="C,H,W",
+                     help="With --model: the shape of one input [default: the dataset's, 1,28,28].")(f)
+    f = click.option("--dataset", default="mnist", show_default=True,
+                     help="With --model: the dataset the model reads (for inputs and normalisation).")(f)
+    f = click.option("--weights", type=click.Path(path_type=Path), default=None,
+                     help="With --model: a state dict (.pt/.pth read with weights_only=True, or .safetensors).")(f)
+    f = click.option("--model", "spec", default=None, metavar="MODULE:FACTORY",
+                     help="Your own model instead of RUN: a factory importable as package.module:function.")(f)
+    return click.argument("run", type=click.Path(path_type=Path), required=False)(f)
+
+
+def open_source(run: Path | None, spec: str | None, weights: Path | None, dataset: str,
+                input_shape: str | None) -> Any:
+    from convlens.models.handle import open_model
+
+    return open_model(run, spec=spec, weights=weights, input_shape=input_shape, dataset=dataset)

@@ -12,16 +12,12 @@ from convlens.cli._common import (
     console,
     data_dir_option,
     device_option,
+    model_source,
+    open_source,
     out_option,
     palette_option,
     print_written,
 )
-
-RUN = click.argument("run", type=click.Path(path_type=Path))
-
-
-def _figures_dir(run: Any, out: Path | None) -> Path:
-    return out if out is not None else Path(run.path) / "figures"
 
 
 @app.command()
@@ -110,6 +106,19 @@ def models() -> None:
         click.echo(f"{name:14s} {description}")
 
 
+@app.command("import-weights")
+@click.argument("weights", type=click.Path(path_type=Path))
+@click.option("--arch", default="seed-cnn", show_default=True, help="The architecture the weights belong to.")
+@click.option("--dataset", default="mnist", show_default=True, help="The data the model reads.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Run directory to create.")
+def import_weights(weights: Path, arch: str, dataset: str, out: Path) -> None:
+    """Make a run from a foreign state dict (.pt read with weights_only=True, or .safetensors)."""
+    from convlens.models.run import import_weights as do_import
+
+    run = do_import(weights, out, arch=arch, dataset=dataset)
+    click.echo(f"run: {run.path}")
+
+
 @app.command()
 @click.argument("dataset", default="mnist")
 def download(dataset: str) -> None:
@@ -122,7 +131,7 @@ def download(dataset: str) -> None:
 
 
 @app.command()
-@RUN
+@model_source
 @click.option("--layer", default="conv1", show_default=True, help="A conv layer of the model.")
 @click.option("--scale", type=click.Choice(["shared", "per-filter"]), default="shared", show_default=True,
               help="One colour scale for all filters, or one per filter.")
@@ -131,24 +140,26 @@ def download(dataset: str) -> None:
 @click.option("--evolution", is_flag=True, help="Also draw how the first layer's filters evolved in training.")
 @palette_option
 @out_option()
-def filters(run: Path, layer: str, scale: str, rgb: bool | None, evolution: bool, palette: str,
-            out: Path | None) -> None:
-    """Figure 1: the filters of a conv layer of RUN in a grid."""
+def filters(run: Path | None, spec: str | None, weights: Path | None, dataset: str, input_shape: str | None,
+            layer: str, scale: str, rgb: bool | None, evolution: bool, palette: str, out: Path | None) -> None:
+    """Figure 1: the filters of a conv layer of RUN (or --model) in a grid."""
     from convlens import views
-    from convlens.models.run import load_run
+    from convlens.errors import ConfigError
     from convlens.viz.figure import save
 
-    r = load_run(run)
-    fig = views.filters(r, layer, scale=scale, palette=palette, rgb=rgb)
-    dest = _figures_dir(r, out)
+    h = open_source(run, spec, weights, dataset, input_shape)
+    fig = views.filters(h, layer, scale=scale, palette=palette, rgb=rgb)
+    dest = h.figures_dir(out)
     print_written(save(fig, dest, f"filters-{layer}"), "filters")
     click.echo(fig.caption)
     if evolution:
-        print_written(save(views.evolution(r, palette=palette), dest, "filters-evolution"), "evolution")
+        if h.run is None:
+            raise ConfigError("--evolution needs a run directory (its filter snapshots)")
+        print_written(save(views.evolution(h.run, palette=palette), dest, "filters-evolution"), "evolution")
 
 
 @app.command()
-@RUN
+@model_source
 @click.option("--digit", default=None, help="Use the first test example of this class (e.g. 7).")
 @click.option("--index", type=int, default=None, help="Use this example of the split.")
 @click.option("--image", type=click.Path(path_type=Path), default=None, help="Use this image file.")
@@ -163,17 +174,28 @@ def filters(run: Path, layer: str, scale: str, rgb: bool | None, evolution: bool
 @palette_option
 @data_dir_option
 @out_option()
-def maps(run: Path, digit: str | None, index: int | None, image: Path | None, nth: int, split: str,
+def maps(run: Path | None, spec: str | None, weights: Path | None, dataset: str, input_shape: str | None,
+         digit: str | None, index: int | None, image: Path | None, nth: int, split: str,
          layer: str, stage: str, sort: bool, scale: str, palette: str, data_dir: Path | None,
          out: Path | None) -> None:
-    """Figure 2: an input beside the feature maps of one layer of RUN."""
+    """Figure 2: an input beside the feature maps of any layer of RUN (or --model)."""
     from convlens import views
-    from convlens.models.run import load_run
     from convlens.viz.figure import save
 
-    r = load_run(run)
+    h = open_source(run, spec, weights, dataset, input_shape)
     d: int | str | None = int(digit) if digit is not None and digit.isdigit() else digit
-    chosen = views.choose_input(r, digit=d, index=index, image=image, nth=nth, split=split, data_dir=data_dir)
-    fig = views.maps(r, chosen, layer, stage=stage, sort=sort, scale=scale, palette=palette)
-    print_written(save(fig, _figures_dir(r, out), f"maps-{layer}-{stage}"), "feature maps")
+    chosen = views.choose_input(h, digit=d, index=index, image=image, nth=nth, split=split, data_dir=data_dir)
+    fig = views.maps(h, chosen, layer, stage=stage, sort=sort, scale=scale, palette=palette)
+    print_written(save(fig, h.figures_dir(out), f"maps-{layer.replace('.', '-')}-{stage}"), "feature maps")
     click.echo(fig.caption)
+
+
+@app.command()
+@model_source
+def layers(run: Path | None, spec: str | None, weights: Path | None, dataset: str, input_shape: str | None) -> None:
+    """Each layer's name, type, output shape for the model's input size, and parameter count."""
+    from convlens.inspect import layers as list_layers
+
+    h = open_source(run, spec, weights, dataset, input_shape)
+    table = list_layers(h.model, h.input_shape)
+    console().print(table)

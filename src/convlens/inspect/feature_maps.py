@@ -78,7 +78,14 @@ def feature_maps(model: nn.Module, x: torch.Tensor, layer: str, stage: str = "co
             raise ConfigError(f"layer {layer!r} is not followed by a pooling layer; use --stage conv or relu")
         name, computed = layer, True
     with torch.no_grad(), capture(model, [name]) as cap:
-        model(x)
+        try:
+            model(x)
+        except RuntimeError as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ConfigError(
+                f"the model could not run on an input of shape {tuple(x.shape[1:])}: {first}; "
+                "give an input the model accepts (--input-shape C,H,W for --model)"
+            ) from exc
     value = cap[name]
     maps = value[0] if isinstance(value, list) else value
     if computed:

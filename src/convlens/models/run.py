@@ -212,3 +212,40 @@ def load_snapshots(path: str | Path) -> tuple[str, dict[int, torch.Tensor]]:
         layer = (fh.metadata() or {}).get("layer", "")
         snaps = {int(k.split("_")[1]): fh.get_tensor(k) for k in sorted(fh.keys())}
     return layer, snaps
+
+
+def import_weights(
+    weights: str | Path,
+    out: str | Path,
+    *,
+    arch: str = "seed-cnn",
+    dataset: str = "mnist",
+) -> Run:
+    """Make a run directory from a foreign state dict for a registered architecture.
+
+    ``weights`` is a ``.pt``/``.pth`` file, read only with
+    ``torch.load(weights_only=True)`` (no pickled code runs), or a ``.safetensors``
+    file. Its names and shapes must match ``arch`` exactly. The run records where the
+    weights came from; its metrics hold no epochs (it was not trained here).
+    """
+    from convlens.data.sources import get_source
+    from convlens.models.external import load_state_dict_file
+    from convlens.models.registry import get_config
+
+    src = get_source(dataset)
+    cfg = get_config(arch, num_classes=len(src.classes))
+    state = load_state_dict_file(weights)
+    model = build_cnn(cfg)
+    problem = state_dict_mismatch(model.state_dict(), state)
+    if problem:
+        raise RunError(f"{weights} does not fit {arch}: {problem}; `convlens layers` shows the expected names")
+    config = RunConfig(
+        model=cfg,
+        data=DataSpec(name=src.name, source="", classes=tuple(src.classes), mean=tuple(src.mean or ()),
+                      std=tuple(src.std or ())),
+        seed=-1,
+        train={"imported_from": str(Path(weights).resolve())},
+        versions=library_versions(),
+    )
+    save_run(out, config, state, {"epochs": [], "complete": True, "imported_from": str(weights)})
+    return load_run(out)

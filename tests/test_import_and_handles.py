@@ -1,0 +1,88 @@
+"""Foreign weights enter only through weights_only loading; RUN and --model open the same way."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import convlens
+from convlens.errors import ConfigError, RunError
+from convlens.models.external import ModelLoadError
+from convlens.models.handle import open_model, parse_shape
+from convlens.models.run import import_weights
+
+
+class _Evil:
+    def __reduce__(self):  # runs print('PWNED') if unpickled without weights_only
+        return (print, ("PWNED",))
+
+
+def test_import_weights_round_trip_is_bit_identical(tmp_path: Path) -> None:
+    torch.manual_seed(3)
+    model = convlens.build_model("seed-cnn").eval()
+    torch.save(model.state_dict(), tmp_path / "w.pt")
+    run = import_weights(tmp_path / "w.pt", tmp_path / "run")
+    x = torch.randn(4, 1, 28, 28)
+    assert torch.equal(run.model(x), model(x))
+    assert run.config.train["imported_from"].endswith("w.pt")
+    assert not run.model.training
+
+
+def test_import_refuses_pickled_code_and_writes_nothing(tmp_path: Path) -> None:
+    torch.save({"conv1.weight": _Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(ModelLoadError, match="weights_only=True"):
+        import_weights(tmp_path / "evil.pt", tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_import_names_missing_tensors(tmp_path: Path) -> None:
+    torch.save({"fc.weight": torch.zeros(10, 1568)}, tmp_path / "part.pt")
+    with pytest.raises(RunError, match=r"missing 5: conv1\.weight"):
+        import_weights(tmp_path / "part.pt", tmp_path / "run")
+
+
+def test_cli_import_of_evil_file_prints_one_line(tmp_path: Path) -> None:
+    torch.save({"x": _Evil()}, tmp_path / "evil.pt")
+    res = subprocess.run(
+        [sys.executable, "-m", "convlens", "import-weights", str(tmp_path / "evil.pt"), "--out", str(tmp_path / "r")],
+        capture_output=True, text=True,
+    )
+    assert res.returncode == 1
+    assert "PWNED" not in res.stdout + res.stderr
+    assert res.stderr.count("\n") == 1 and res.stderr.startswith("convlens: error:")
+
+
+def test_open_model_from_spec_and_from_run_agree(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = convlens.build_model("seed-cnn").eval()
+    torch.save(model.state_dict(), tmp_path / "w.pt")
+    import_weights(tmp_path / "w.pt", tmp_path / "run")
+    a = open_model(tmp_path / "run")
+    b = open_model(spec="tests.zoo:SeedCNN", weights=tmp_path / "w.pt")
+    assert a.input_shape == b.input_shape == (1, 28, 28)
+    assert a.data.mean == b.data.mean == (0.1307,)
+    x = torch.randn(2, 1, 28, 28)
+    assert torch.equal(a.model(x), b.model(x))
+    assert a.figures_dir() == tmp_path / "run" / "figures"
+    assert b.figures_dir() == Path("figures")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({}, "no model given"), ({"run": "r", "spec": "a:b"}, "not both"), ({"run": "r", "weights": "w.pt"}, "--weights goes with --model")],
+)
+def test_open_model_argument_errors(kwargs: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        open_model(**kwargs)
+
+
+def test_parse_shape() -> None:
+    assert parse_shape("3,32,32") == (3, 32, 32)
+    assert parse_shape("1x28x28") == (1, 28, 28)
+    for bad in ("1,28", "a,b,c", "0,28,28"):
+        with pytest.raises(ConfigError, match="C,H,W"):
+            parse_shape(bad)
