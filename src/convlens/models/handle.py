@@ -45,12 +45,13 @@ def parse_shape(text: str) -> tuple[int, int, int]:
     """``"1,28,28"`` or ``"1x28x28"`` → ``(1, 28, 28)``."""
     parts = text.replace("x", ",").replace("×", ",").split(",")
     try:
-        shape = tuple(int(p) for p in parts)
+        c, h, w = (int(p) for p in parts)
     except ValueError:
-        shape = ()
-    if len(shape) != 3 or min(shape) < 1:
+        raise ConfigError(f"input shape {text!r} must be three positive integers C,H,W, e.g. 1,28,28") from None
+    shape = (c, h, w)
+    if min(shape) < 1:
         raise ConfigError(f"input shape {text!r} must be three positive integers C,H,W, e.g. 1,28,28")
-    return shape  # type: ignore[return-value]
+    return shape
 
 
 def open_model(
@@ -80,7 +81,8 @@ def open_model(
 
     src = get_source(dataset)
     shape = parse_shape(input_shape) if isinstance(input_shape, str) else (input_shape or (1, 28, 28))
-    model = load_model(spec, weights, map_location=device)  # type: ignore[arg-type]
+    assert spec is not None  # for mypy: exactly one of run and spec was checked above
+    model = load_model(spec, weights, map_location=device)
     data = DataSpec(name=src.name, source="", classes=tuple(src.classes), mean=tuple(src.mean or ()),
                     std=tuple(src.std or ()))
-    return ModelHandle(model, shape, data, spec or "model")  # type: ignore[arg-type]
+    return ModelHandle(model, shape, data, spec)

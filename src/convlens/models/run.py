@@ -15,6 +15,7 @@ Loading rebuilds the model from its config and the weights; nothing is unpickled
 from __future__ import annotations
 
 import json
+import os
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,7 +171,7 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def load_run(path: str | Path, *, device: str | torch.device = "cpu") -> Run:
+def load_run(path: str | os.PathLike[str], *, device: str | torch.device = "cpu") -> Run:
     """Load a run directory: rebuild the model from ``config.json`` and its weights.
 
     The returned model is in eval mode and its outputs are bit-identical to the model
