@@ -5,6 +5,7 @@ Ctrl-C, devices. Checked against what the loop really did, recorded step by step
 from __future__ import annotations
 
 import io
+import re
 import math
 from pathlib import Path
 from typing import Any
@@ -251,6 +252,33 @@ def test_ctrl_c_in_epoch_1_leaves_no_run(tmp_path: Path) -> None:
     with one_thread(), pytest.raises(KeyboardInterrupt):
         train_recorded(out, TrainConfig(epochs=2), extra_callbacks=(InterruptAt(3),))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_training_refuses_to_replace_a_directory_that_is_not_a_run(tmp_path: Path) -> None:
+    # A run directory is replaced as a whole; a directory holding anything else must
+    # not be (`convlens train --out ~/thesis` would delete the thesis).
+    from convlens.errors import ConvlensError
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("precious")
+    with one_thread(), pytest.raises(ConvlensError, match=re.escape(str(mine))):
+        train_recorded(mine, TrainConfig(steps=1, snapshot_every=0))
+    assert [p.name for p in mine.iterdir()] == ["thesis.tex"]
+    assert (mine / "thesis.tex").read_text() == "precious"
+
+
+def test_training_again_replaces_an_earlier_run(shared: Recording, tmp_path: Path) -> None:
+    import shutil
+
+    shutil.copytree(shared.run.path, tmp_path / "run")
+    with one_thread():
+        rec = train_recorded(tmp_path / "run", TrainConfig(steps=2, snapshot_every=0, seed=9))
+    run = load_run(tmp_path / "run")
+    assert run.config.seed == 9 and run.metrics["completed_steps"] == 2
+    assert state_equal(run.model.state_dict(), rec.run.model.state_dict())
+    assert run.snapshots() == {}  # nothing of the old run survives
+    assert partial_dirs(tmp_path) == []
 
 
 # --- devices and configuration -------------------------------------------------------------------
