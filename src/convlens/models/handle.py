@@ -68,20 +68,19 @@ def open_model(
     For a user's model, ``dataset`` says which data it reads (its normalisation and
     class names) and ``input_shape`` defaults to that dataset's (1, 28, 28).
     """
-    if run is None and spec is None:
-        raise ConfigError("no model given: pass a run directory (RUN) or --model module:factory")
     if run is not None and spec is not None:
         raise ConfigError("give either a run directory or --model module:factory, not both")
     if run is not None:
         if weights is not None:
             raise ConfigError("--weights goes with --model; a run directory has its own weights")
         return ModelHandle.from_run(load_run(run, device=device))
+    if spec is None:
+        raise ConfigError("no model given: pass a run directory (RUN) or --model module:factory")
     from convlens.data.sources import get_source
     from convlens.models.external import load_model
 
     src = get_source(dataset)
     shape = parse_shape(input_shape) if isinstance(input_shape, str) else (input_shape or (1, 28, 28))
-    assert spec is not None  # for mypy: exactly one of run and spec was checked above
     model = load_model(spec, weights, map_location=device)
     data = DataSpec(name=src.name, source="", classes=tuple(src.classes), mean=tuple(src.mean or ()),
                     std=tuple(src.std or ()))
