@@ -5,8 +5,8 @@ Ctrl-C, devices. Checked against what the loop really did, recorded step by step
 from __future__ import annotations
 
 import io
-import re
 import math
+import re
 from pathlib import Path
 from typing import Any
 
