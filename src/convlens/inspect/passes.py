@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 from torch import Tensor, nn
@@ -113,12 +113,15 @@ def run_pass(
     batch_size: int = 256,
     progress: bool | None = None,
     description: str = "inputs",
+    before: Callable[[Tensor], None] | None = None,
 ) -> tuple[int, dict[str, tuple[int, ...]]]:
     """Stream ``data`` through ``model`` once; every reducer sees every chosen layer output.
 
     A module that runs several times per forward pass (a shared module) is reported
     under ``name#1``, ``name#2``, ... (one key per call); otherwise under its name. Returns
-    the number of inputs and the per-sample output shape under each key.
+    the number of inputs and the per-sample output shape under each key. ``before`` is
+    called with the first batch before any hook is in place (to prepare what the reducers
+    need, e.g. receptive fields, without the reducers seeing that work).
     """
     names = list(resolve_layers(model, layers))
     device, dtype = device_and_dtype(model)
@@ -149,6 +152,8 @@ def run_pass(
         if first is None:
             raise DataError("no inputs to stream: the data is empty")
         first = first.to(device=device, dtype=dtype if first.is_floating_point() else None)
+        if before is not None:
+            before(first)
         # one sample first, to learn which modules run more than once per forward pass
         with observe(model, names, count):
             model(first[:1])

@@ -236,7 +236,13 @@ class _TopKReducer:
 
 
 def _fields(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, FieldLike]:
-    from convlens.inspect.receptive import receptive_field
+    try:
+        from convlens.inspect.receptive import receptive_field
+    except ImportError as exc:  # pragma: no cover - only while the module is missing
+        raise ConfigError(
+            "receptive fields are not available in this installation (convlens.inspect.receptive); "
+            "pass fields={layer: row with lo, hi, jump}"
+        ) from exc
 
     return {row.name: row for row in receptive_field(model, input_shape)}
 
@@ -275,19 +281,22 @@ def topk_examples(
     budget = int(crop_budget_mb * 2**20)
     geos: dict[str, FieldLike] = dict(fields) if fields is not None else {}
 
+    def prepare(x: Tensor) -> None:
+        if fields is None:  # before the hooks: receptive_field runs the model itself
+            geos.update(_fields(model, tuple(x.shape[1:])))
+
     def make(key: str, x: Tensor, spatial: bool) -> _Running:
         if not spatial:  # (N, C): every unit sees the whole input
             return _Running(key, ch, k, None, crops, budget)
         base = key.split("#")[0]
-        if base not in geos and fields is None:
-            geos.update(_fields(model, tuple(x.shape[1:])))
         geo = geos.get(key, geos.get(base))
         if geo is None:
             raise LayerError(unknown_name("layer with a receptive field", base, geos))
         return _Running(key, ch, k, geo, crops, budget)
 
     reducer = _TopKReducer(make)
-    n, _ = run_pass(model, data, names, [reducer], batch_size=batch_size, progress=progress, description="top-k")
+    n, _ = run_pass(model, data, names, [reducer], batch_size=batch_size, progress=progress, description="top-k",
+                    before=prepare)
     modules = dict(model.named_modules())
     out = {}
     for key, run in reducer.running.items():

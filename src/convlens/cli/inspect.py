@@ -1,0 +1,129 @@
+"""Commands of the dataset passes: stats, topk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from convlens.cli._app import app
+from convlens.cli._common import (
+    console,
+    data_dir_option,
+    model_source,
+    open_source,
+    out_option,
+    palette_option,
+    print_written,
+)
+
+
+def _channels(text: str | None) -> list[int] | None:
+    """``"0-7,12"`` -> [0, 1, ..., 7, 12]."""
+    if text is None:
+        return None
+    out: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            if "-" in part:
+                a, b = part.split("-", 1)
+                out.extend(range(int(a), int(b) + 1))
+            elif part:
+                out.append(int(part))
+        except ValueError:
+            raise click.BadParameter(f"{text!r}: use channel numbers and ranges like 0-7,12", param_hint="--channels") from None
+    if not out:
+        raise click.BadParameter("no channels given", param_hint="--channels")
+    return out
+
+
+def _stem(layer: str) -> str:
+    return layer.replace(".", "-").replace("#", "-call")
+
+
+_split = click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True,
+                      help="Which split of the model's dataset to stream.")
+_batch = click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+
+
+@app.command()
+@model_source
+@click.option("--layer", "layer_names", multiple=True, metavar="NAME",
+              help="A layer to measure (repeatable) [default: every conv layer].")
+@_split
+@_batch
+@click.option("--threshold", type=float, default=0.0, show_default=True,
+              help="A channel fires where its activation is above this.")
+@click.option("--rare-below", type=click.FloatRange(0, 1), default=0.01, show_default=True,
+              help="Flag channels that fire on fewer than this share of inputs.")
+@click.option("--dump", type=click.Path(path_type=Path), default=None,
+              help="Also write the activations to this directory (safetensors shards).")
+@palette_option
+@data_dir_option
+@out_option()
+def stats(run: Path | None, spec: str | None, weights: Path | None, dataset: str, input_shape: str | None,
+          layer_names: tuple[str, ...], split: str, batch_size: int, threshold: float, rare_below: float,
+          dump: Path | None, palette: str, data_dir: Path | None, out: Path | None) -> None:
+    """Per-channel statistics of layers of RUN (or --model) over a dataset; dead filters flagged."""
+    from convlens.data import load_dataset
+    from convlens.inspect import channel_stats, layers
+    from convlens.viz.figure import save
+    from convlens.viz.inspect import stats_figure
+
+    h = open_source(run, spec, weights, dataset, input_shape)
+    names = list(layer_names) or layers(h.model, h.input_shape).convs
+    ds = load_dataset(h.data.name, split, data_dir=data_dir)
+    report = channel_stats(h.model, ds, names, batch_size=batch_size, threshold=threshold,
+                           rare_below=rare_below, dump_to=dump, progress=None)
+    con = console()
+    for key, layer_stats in report.items():
+        con.print(layer_stats)
+        fig = stats_figure(layer_stats, palette=palette)
+        print_written(save(fig, h.figures_dir(out), f"stats-{_stem(key)}"), "statistics")
+        click.echo(fig.caption)
+    if report.dump_dir is not None:
+        con.print(f"activations: [bold]{report.dump_dir}[/]")
+
+
+@app.command()
+@model_source
+@click.option("--layer", default="conv2", show_default=True, help="The layer whose channels to explain.")
+@click.option("--k", "k", type=click.IntRange(min=1), default=9, show_default=True, help="Inputs per channel.")
+@click.option("--channels", default=None, metavar="LIST",
+              help="Channels to compute and show, e.g. 0-7,12 [default: all computed, the first 16 shown].")
+@_split
+@_batch
+@palette_option
+@data_dir_option
+@out_option()
+def topk(run: Path | None, spec: str | None, weights: Path | None, dataset: str, input_shape: str | None,
+         layer: str, k: int, channels: str | None, split: str, batch_size: int, palette: str,
+         data_dir: Path | None, out: Path | None) -> None:
+    """The k inputs that excite each channel of --layer most, with their receptive-field crops."""
+    from rich.table import Table
+
+    from convlens.data import load_dataset
+    from convlens.inspect import topk_examples
+    from convlens.viz.figure import save
+    from convlens.viz.inspect import topk_gallery
+
+    h = open_source(run, spec, weights, dataset, input_shape)
+    chosen = _channels(channels)
+    ds = load_dataset(h.data.name, split, data_dir=data_dir)
+    report = topk_examples(h.model, ds, layer, k=k, channels=chosen, batch_size=batch_size, progress=None)
+    con = console()
+    for key, result in report.items():
+        table = Table(title=f"{key}: top {result.k} of {result.n_inputs:,} {split} inputs per channel "
+                            f"(receptive field {result.rf[0]}×{result.rf[1]})")
+        table.add_column("ch", justify="right")
+        table.add_column("peak activations", justify="left")
+        table.add_column("inputs (index:label)", justify="left")
+        for row, ch in enumerate(result.channels):
+            vals = " ".join(f"{float(v):.3g}" for v in result.values[row])
+            idx = " ".join(f"{int(i)}:{ds.classes[int(ds.labels[int(i)])]}" for i in result.indices[row])
+            table.add_row(str(ch), vals, idx)
+        con.print(table)
+        fig = topk_gallery(result, channels=chosen[:16] if chosen else None, palette=palette)
+        print_written(save(fig, h.figures_dir(out), f"topk-{_stem(key)}"), "top-k gallery")
+        click.echo(fig.caption)
