@@ -131,9 +131,8 @@ def topk_gallery(
     tile = 0.75 if max(topk.rf) > 4 else 0.6
     fig = new_figure(1.0 + cols * tile, 0.6 + len(rows) * (tile + 0.12))
     axes = fig.subplots(len(rows), cols, squeeze=False)
-    gray = matplotlib.colormaps[pal.image].copy()
     outside = ("yellow", "#f0e442") if pal.name != "gray" else ("white", "white")
-    gray.set_bad(outside[1])  # pixels outside the image (padding)
+    gray = matplotlib.colormaps[pal.image].with_extremes(bad=outside[1])  # pixels outside the image
     for r, ch in enumerate(rows):
         for ax in axes[r]:
             ax.set_xticks([])
