@@ -147,10 +147,15 @@ def test_other_user_errors(run_dir: Path, tmp_path: Path) -> None:
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
     one_error_line(convlens("demo", "--out", tmp_path / "mine"), str(tmp_path / "mine"), "not a convlens demo")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
-    # train must not replace a directory that is not a run either
-    one_error_line(convlens("train", "--steps", "1", "--out", tmp_path / "mine"), str(tmp_path / "mine"))
-    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
     assert not (tmp_path / "r").exists()
+
+
+def test_train_does_not_replace_a_directory_that_is_not_a_run(tiny_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    res = convlens("train", "--steps", "1", "--data-dir", tiny_dir, "--out", tmp_path / "mine")
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
+    one_error_line(res, str(tmp_path / "mine"))
 
 
 @pytest.mark.parametrize("args", [("filters", "NOPE"), ("filters", "RUN", "--layer", "conv9")])
