@@ -180,15 +180,19 @@ class _Accumulator:
     def update(self, value: Tensor) -> None:
         b, c = value.shape[0], value.shape[1]
         v = value.detach().reshape(b, c, -1)  # (B, C, P): P positions per input
+        p = v.shape[2]
+        # reduce along the contiguous last axis first, then over the batch: far faster
+        # on CPU than one reduction over (0, 2)
         per_input_max = v.amax(dim=2)  # (B, C)
-        self.zeros += (v <= self.threshold).sum(dim=(0, 2))
+        self.zeros += (v <= self.threshold).sum(dim=2).sum(dim=0)
         self.silent += (per_input_max <= self.threshold).sum(dim=0)
         self.max = torch.maximum(self.max, per_input_max.amax(dim=0).double())
-        self.min = torch.minimum(self.min, v.amin(dim=(0, 2)).double())
-        vd = v.to(torch.float64).transpose(0, 1).reshape(c, -1)  # (C, B*P)
-        nb = vd.shape[1]
-        mean_b = vd.mean(dim=1)
-        m2_b = ((vd - mean_b[:, None]) ** 2).sum(dim=1)
+        self.min = torch.minimum(self.min, v.amin(dim=2).amin(dim=0).double())
+        # per (input, channel) row: float64 mean and variance, then Chan's merge over rows
+        var_r, mean_r = torch.var_mean(v.to(torch.float64), dim=2, correction=0)  # (B, C)
+        mean_b = mean_r.mean(dim=0)  # (C,)
+        m2_b = (var_r.sum(dim=0) + ((mean_r - mean_b) ** 2).sum(dim=0)) * p
+        nb = b * p
         n = self.n + nb
         delta = mean_b - self.mean
         self.mean = self.mean + delta * (nb / n)
