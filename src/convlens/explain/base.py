@@ -1,0 +1,534 @@
+"""The template every explanation method fills in, and the result it returns.
+
+One abstract base, :class:`Method`, does everything that is the same for all methods:
+it checks the input, puts the model in eval mode for the call (and restores every flag
+afterwards), runs **one forward pass** reading the layers it needs (through
+:func:`convlens.capture`, or for gradients through the copy-free
+:class:`~convlens.explain._live.LiveOutputs`), resolves the targets
+(:mod:`convlens.explain.targets`), runs the backward passes the methods need (one per
+target round; a second, guided one only when guided backpropagation is asked for),
+upsamples, and packs an :class:`Explanation`. A method is a small override:
+
+* a CAM method subclasses :class:`GradientCAM` and writes ``_cam(A, G)``, the map from the
+  layer's activations ``A`` ``(N, K, h, w)`` and gradients ``G`` (Grad-CAM is two lines);
+* a layer method that needs no gradients (Eigen-CAM) or its own forward passes (Score-CAM,
+  Ablation-CAM) subclasses :class:`LayerMethod` and writes ``_layer_raw``;
+* an input-attribution method (saliency, integrated gradients, occlusion, ...) subclasses
+  :class:`InputMethod` and writes ``_attributions``.
+
+Several methods asked for together (:func:`convlens.explain.explain`) share that forward
+pass and its backward passes: Grad-CAM, Grad-CAM++, XGrad-CAM, HiResCAM, LayerCAM and
+saliency all read the same gradients.
+
+Conventions (the same for every method; see docs/explain.md for how peers differ):
+
+* ``raw``: the map as the method's formula defines it, *before* any ReLU: signed and
+  unnormalised, at the layer's resolution (at the input's for input methods), so maps of
+  different images can be compared on one scale.
+* ``maps``: ``ReLU(raw)`` upsampled to the input size, bilinear with
+  ``align_corners=False`` (ReLU first, then upsampling, as in the Grad-CAM paper).
+* ``normalised``: ``maps`` min-max scaled to [0, 1], each row on its own (an all-equal
+  map becomes all zeros).
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import weakref
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from convlens.errors import ConfigError
+from convlens.explain._guided import GuidedReLUs
+from convlens.explain._live import LiveOutputs
+from convlens.explain.targets import Target, TargetPlan, plan_targets
+from convlens.inspect.capture import capture, resolve_layers
+
+Combine = Literal["mean", "max"]
+
+
+# --- the result ---------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class Explanation:
+    """What an explanation method returns for a batch.
+
+    Rows: with one target per sample, row ``i`` explains sample ``i``; with ``"topK"``
+    targets there are ``K`` rows per sample, sample-major (``sample`` and ``target`` say
+    which). ``R`` below is the number of rows, ``N`` the batch size. The upsampled and
+    normalised maps and the probabilities are computed on first access.
+
+    Attributes:
+        method: registry name (``"gradcam"``); ``title`` is the display name.
+        layers: the layers the map was read at (empty for input methods).
+        logits: ``(N, K)`` the model's output for the batch.
+        size: ``(H, W)`` of the input.
+        attributions: ``(R, C, H, W)`` per-channel signed attributions (input methods only).
+        parts: one :class:`Explanation` per layer when several layers were asked for.
+        combine: how ``parts`` were combined (``"mean"`` or ``"max"`` of their
+            normalised maps), ``None`` for one layer.
+    """
+
+    method: str
+    title: str
+    layers: tuple[str, ...]
+    logits: Tensor
+    plan: TargetPlan = field(repr=False)
+    size: tuple[int, int]
+    _raw: Tensor | None = field(default=None, repr=False)
+    _maps: Tensor | None = field(default=None, repr=False)
+    attributions: Tensor | None = field(default=None, repr=False)
+    parts: dict[str, Explanation] = field(default_factory=dict, repr=False)
+    combine: str | None = None
+
+    @property
+    def raw(self) -> Tensor:
+        """``(R, h, w)`` the signed, unnormalised map at the layer's resolution (at the
+        input's for input methods), before any ReLU."""
+        if self._raw is None:
+            raise ConfigError(
+                f"this explanation combines layers {', '.join(self.layers)}, each with its own raw "
+                f"map at its own resolution: read result.parts[{self.layers[0]!r}].raw"
+            )
+        return self._raw
+
+    @cached_property
+    def maps(self) -> Tensor:
+        """``(R, H, W)`` ``ReLU(raw)`` upsampled to the input size (bilinear,
+        ``align_corners=False``), unnormalised; for several layers, their combination."""
+        if self._maps is not None:
+            return self._maps
+        return upsample(self.raw.clamp_min(0), self.size)
+
+    @cached_property
+    def normalised(self) -> Tensor:
+        """``(R, H, W)`` ``maps`` min-max scaled to [0, 1] per row (all-equal rows become 0)."""
+        return normalise(self.maps)
+
+    @cached_property
+    def probabilities(self) -> Tensor:
+        """``(N, K)`` softmax of the logits."""
+        return self.logits.softmax(1)
+
+    @property
+    def classes(self) -> Tensor:
+        """``(N, k)`` target class per sample and round (``-1``: a function target)."""
+        return self.plan.classes
+
+    @property
+    def target(self) -> Tensor:
+        """``(R,)`` the class each row explains (``-1`` where a function was the target)."""
+        return self.plan.classes.reshape(-1)
+
+    @property
+    def sample(self) -> Tensor:
+        """``(R,)`` the input sample each row explains."""
+        n, k = self.plan.classes.shape
+        return torch.arange(n, device=self.logits.device).repeat_interleave(k)
+
+    @property
+    def target_probability(self) -> Tensor:
+        """``(R,)`` the probability of each row's target class (NaN for function targets)."""
+        t = self.target
+        p = self.probabilities[self.sample, t.clamp_min(0)]
+        return torch.where(t >= 0, p, torch.full_like(p, float("nan")))
+
+    def __len__(self) -> int:
+        return self.plan.n * self.plan.rounds
+
+    def __repr__(self) -> str:
+        where = f" at {', '.join(self.layers)}" if self.layers else ""
+        return f"Explanation({self.title}{where}, {len(self)} maps of {self.size[0]}×{self.size[1]})"
+
+
+def normalise(maps: Tensor) -> Tensor:
+    """Min-max scale each row of ``maps`` ``(R, H, W)`` to [0, 1]; all-equal rows become 0."""
+    flat = maps.flatten(1)
+    lo, hi = torch.aminmax(flat, dim=1, keepdim=True)
+    span = (hi - lo).clamp_min_(torch.finfo(maps.dtype).tiny)
+    return flat.sub(lo).div_(span).view_as(maps)
+
+
+def upsample(maps: Tensor, size: tuple[int, int]) -> Tensor:
+    """``(R, h, w)`` to ``(R, *size)``, bilinear with ``align_corners=False`` (a no-op at size)."""
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    return F.interpolate(maps.unsqueeze(1), size=size, mode="bilinear", align_corners=False).squeeze(1)
+
+
+# --- the model during a call --------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module, training: list[nn.Module] | None = None) -> Iterator[None]:
+    """Put every module in eval mode for the block; restore each ``training`` flag after.
+
+    Explanations describe the model's predictions, so dropout is off and batch norm uses its
+    running statistics (which therefore are not updated either). ``training`` (the modules
+    in training mode) can be passed when already known (see :func:`prepare`).
+    """
+    if training is None:
+        training = [m for m in model.modules() if m.training]
+    if not training:
+        yield
+        return
+    try:
+        for m in training:
+            m.training = False
+        yield
+    finally:
+        for m in training:
+            m.training = True
+
+
+def prepare(model: nn.Module, x: Any) -> tuple[Tensor, list[nn.Module]]:
+    """``x`` as an ``(N, C, H, W)`` float tensor on the model's device and in its dtype, and
+    the modules that are in training mode (one walk over the model for both)."""
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"expected a torch.nn.Module, got {type(model).__name__}; pass the model itself")
+    if not isinstance(x, Tensor):
+        raise ConfigError(f"x must be a torch.Tensor of shape (N, C, H, W), got {type(x).__name__}")
+    if x.dim() == 3:
+        x = x.unsqueeze(0)
+    if x.dim() != 4 or x.shape[0] == 0:
+        raise ConfigError(f"x must have shape (N, C, H, W) (or (C, H, W) for one image), got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ConfigError(
+            f"x must be a float tensor normalised as the model expects, got dtype {x.dtype}; "
+            "e.g. dataset.item(i)[0] or convlens.data.normalise(pixels, mean, std)"
+        )
+    training: list[nn.Module] = []
+    reference: Tensor | None = None
+    for m in model.modules():
+        if m.training:
+            training.append(m)
+        if reference is None:
+            for t in m._parameters.values():
+                if t is not None and t.is_floating_point():
+                    reference = t
+                    break
+    if reference is None:
+        reference = next((b for b in model.buffers() if b.is_floating_point()), None)
+    if reference is not None and (x.device != reference.device or x.dtype != reference.dtype):
+        x = x.to(device=reference.device, dtype=reference.dtype)
+    return x.detach(), training
+
+
+def check_input(model: nn.Module, x: Any) -> Tensor:
+    """``x`` as an ``(N, C, H, W)`` float tensor on the model's device, in its dtype."""
+    return prepare(model, x)[0]
+
+
+# --- the default layer --------------------------------------------------------------------
+
+_DEFAULT_LAYERS: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], str]] = weakref.WeakKeyDictionary()
+
+
+def default_layer(model: nn.Module, x: Tensor) -> str:
+    """The last layer, in execution order, whose output is ``(N, C, H, W)`` with ``H·W > 1``.
+
+    That is the deepest layer that still has a spatial map (``layer4`` of a ResNet,
+    ``pool2`` of seed-cnn): :attr:`convlens.inspect.layers` ``(...).target``, remembered per
+    model and input shape.
+    """
+    from convlens.inspect import layers as layer_table
+
+    x = check_input(model, x)
+    key = tuple(int(v) for v in x.shape[1:])
+    cached = _DEFAULT_LAYERS.get(model, {}).get(key)
+    if cached is not None:
+        return cached
+    name = layer_table(model, key).target
+    if name is None:
+        raise ConfigError(
+            "no layer of this model outputs a spatial map (N, C, H, W) for this input; CAM methods "
+            "need one: pass layer=... explicitly, or use an input method such as 'saliency'"
+        )
+    _DEFAULT_LAYERS.setdefault(model, {})[key] = name
+    return name
+
+
+def layer_modules(model: nn.Module, layer: str | Sequence[str] | None) -> dict[str, nn.Module]:
+    """Validate ``layer`` (one dotted name or several) and map each to its module; ``None``
+    gives ``{}`` ("pick the default")."""
+    if layer is None:
+        return {}
+    names = (layer,) if isinstance(layer, str) else tuple(layer)
+    if not names:
+        raise ConfigError("layer=[] names no layer: give a dotted module name such as 'conv2', or None")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"layer names repeat in {list(names)}; give each once")
+    return resolve_layers(model, names)
+
+
+# --- one shared pass ----------------------------------------------------------------------
+
+
+@dataclass
+class Pass:
+    """One forward pass and the backward passes the methods sharing it asked for.
+
+    ``activations[layer]`` is ``(N, K, h, w)``; ``layer_gradients[j][layer]`` and
+    ``input_gradients[j]``/``guided_gradients[j]`` are the gradients of the round-``j``
+    target scores (summed over the batch; samples do not interact in eval mode).
+    """
+
+    model: nn.Module
+    x: Tensor
+    logits: Tensor
+    plan: TargetPlan
+    activations: dict[str, Tensor]
+    layer_gradients: list[dict[str, Tensor]]
+    input_gradients: list[Tensor]
+    guided_gradients: list[Tensor]
+
+
+def _spatial(name: str, value: Any) -> Tensor:
+    if isinstance(value, list):
+        raise ConfigError(
+            f"layer {name!r} ran {len(value)} times in one forward pass, so it has no single map; "
+            "pick a layer that runs once"
+        )
+    if not isinstance(value, Tensor) or value.dim() != 4:
+        shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+        raise ConfigError(
+            f"layer {name!r} outputs {shape}, not a spatial map (N, C, H, W); pick a "
+            "convolutional layer (convlens.inspect.layers(model, shape).target suggests one)"
+        )
+    return value
+
+
+def _scores(logits: Any) -> Tensor:
+    if not isinstance(logits, Tensor):
+        raise ConfigError(
+            f"the model returned a {type(logits).__name__}; explanations need a tensor of scores "
+            "(batch, classes): wrap the model so that forward returns one"
+        )
+    return logits
+
+
+def run_pass(
+    model: nn.Module,
+    x: Tensor,
+    target: Target,
+    layers: dict[str, nn.Module] | None = None,
+    *,
+    layer_gradients: bool = False,
+    input_gradients: bool = False,
+    guided: bool = False,
+) -> Pass:
+    """Run the forward pass once, then one ordinary and, if ``guided``, one guided backward
+    pass per target round. The caller holds :func:`eval_mode`.
+
+    Without gradients the layers are read with :func:`convlens.capture`. With layer
+    gradients they are read with :class:`~convlens.explain._live.LiveOutputs`, which keeps
+    the live outputs for ``torch.autograd.grad`` without copies (see its docstring).
+    """
+    modules = dict(layers or {})
+    names = tuple(modules)
+    if not (layer_gradients or input_gradients or guided):
+        with torch.no_grad():
+            if names:
+                with capture(model, names) as cap:
+                    logits = _scores(model(x))
+                acts = {name: _spatial(name, cap[name]) for name in names}
+            else:
+                logits, acts = _scores(model(x)), {}
+        return Pass(model, x, logits, plan_targets(target, logits), acts, [], [], [])
+    if torch.is_inference_mode_enabled():
+        raise ConfigError("gradient-based explanations cannot run inside torch.inference_mode(): call them outside it")
+    with torch.enable_grad():
+        for _attempt in range(2):  # a second time only if an output was modified in place
+            live = LiveOutputs(names, list(modules.values()))
+            xin = x.detach().requires_grad_(True) if input_gradients or guided else x
+            mode = GuidedReLUs() if guided else contextlib.nullcontext()
+            with live, mode:
+                logits = _scores(model(xin))
+            if live.check():
+                break
+        values = live.values
+        for name, v in zip(names, values, strict=True):
+            _spatial(name, v)
+        plan = plan_targets(target, logits.detach())
+        wrt: list[Tensor] = [v for v in values if v is not None] if layer_gradients else []
+        if input_gradients:
+            wrt.append(xin)
+        nl = len(names) if layer_gradients else 0
+        layer_grads: list[dict[str, Tensor]] = []
+        input_grads: list[Tensor] = []
+        guided_grads: list[Tensor] = []
+        rounds = plan.rounds
+        for j in range(rounds):
+            score = plan.score(logits, j).sum()
+            more = j < rounds - 1
+            if wrt:
+                grads = torch.autograd.grad(score, wrt, retain_graph=guided or more, allow_unused=True)
+                grads = tuple(torch.zeros_like(w) if g is None else g for g, w in zip(grads, wrt, strict=True))
+                layer_grads.append(dict(zip(names, grads[:nl], strict=True)) if nl else {})
+                if input_gradients:
+                    input_grads.append(grads[-1])
+            if isinstance(mode, GuidedReLUs):
+                mode.guided = True
+                try:
+                    (g,) = torch.autograd.grad(score, xin, retain_graph=more, allow_unused=True)
+                finally:
+                    mode.guided = False
+                guided_grads.append(torch.zeros_like(xin) if g is None else g)
+    acts = {name: v.detach() for name, v in zip(names, values, strict=True) if v is not None}
+    return Pass(model, x, logits.detach(), plan, acts, layer_grads, input_grads, guided_grads)
+
+
+# --- the methods --------------------------------------------------------------------------
+
+
+class Method(abc.ABC):
+    """An explanation method: build it with a model (and a layer), call it on inputs.
+
+    Capabilities are class attributes, so the CLI, the docs and the tests can ask a method
+    what it is without running it:
+
+    * ``needs_layer``: reads a layer of the model (the CAM family, Guided Grad-CAM);
+    * ``uses_gradients``: needs backward passes (saliency, Grad-CAM, ...);
+    * ``perturbation``: runs extra forward passes on modified inputs or activations
+      (Score-CAM, Ablation-CAM, occlusion, SmoothGrad, integrated gradients); those take
+      ``batch_size`` (how many modified inputs per forward pass) and ``progress``;
+    * ``class_specific``: the map depends on the target (Eigen-CAM's does not).
+    """
+
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    reference: ClassVar[str] = ""
+    needs_layer: ClassVar[bool] = False
+    uses_gradients: ClassVar[bool] = False
+    perturbation: ClassVar[bool] = False
+    class_specific: ClassVar[bool] = True
+    # what the shared pass must provide
+    wants_layer_gradients: ClassVar[bool] = False
+    wants_input_gradients: ClassVar[bool] = False
+    wants_guided_gradients: ClassVar[bool] = False
+
+    def __init__(self, model: nn.Module, layer: str | Sequence[str] | None = None, *,
+                 combine: Combine = "mean") -> None:
+        if not isinstance(model, nn.Module):
+            raise ConfigError(f"expected a torch.nn.Module, got {type(model).__name__}; pass the model itself")
+        if layer is not None and not self.needs_layer:
+            raise ConfigError(f"{self.title} attributes to the input and reads no layer; drop layer={layer!r}")
+        if combine not in ("mean", "max"):
+            raise ConfigError(f"unknown combine {combine!r}: use 'mean' or 'max'")
+        self.model = model
+        self._modules = layer_modules(model, layer)
+        self.layer = tuple(self._modules) or None
+        self.combine = combine
+
+    def __call__(self, x: Tensor, target: Target = None) -> Explanation:
+        """Explain ``x`` ``(N, C, H, W)`` for ``target`` (see :mod:`convlens.explain.targets`)."""
+        from convlens.explain.api import run_methods
+
+        return run_methods(self.model, x, [self], target)[0]
+
+    def __repr__(self) -> str:
+        where = f", layer={list(self.layer)!r}" if self.layer else ""
+        return f"{type(self).__name__}({type(self.model).__name__}{where})"
+
+    def layers_for(self, x: Tensor) -> dict[str, nn.Module]:
+        """The layers this method reads for input ``x`` (the default layer if none was given)."""
+        if not self.needs_layer:
+            return {}
+        if self._modules:
+            return self._modules
+        return resolve_layers(self.model, default_layer(self.model, x))
+
+    @abc.abstractmethod
+    def _raw(self, p: Pass, layers: Sequence[str]) -> tuple[dict[str, Tensor], Tensor | None]:
+        """Raw maps ``(R, h, w)`` per layer (key ``""`` for input methods), rows
+        sample-major, and the per-channel attributions ``(R, C, H, W)`` of input methods
+        (else ``None``)."""
+
+    def explain(self, p: Pass, layers: Sequence[str]) -> Explanation:
+        """Turn the shared pass into this method's :class:`Explanation` (the template)."""
+        raws, attributions = self._raw(p, layers)
+        size = (int(p.x.shape[-2]), int(p.x.shape[-1]))
+        parts = {
+            key: Explanation(self.name, self.title, (key,) if key else (), p.logits, p.plan, size,
+                             _raw=raw, attributions=attributions)
+            for key, raw in raws.items()
+        }
+        if len(parts) == 1:
+            return next(iter(parts.values()))
+        stacked = torch.stack([part.normalised for part in parts.values()])
+        combined = stacked.mean(0) if self.combine == "mean" else stacked.amax(0)
+        return Explanation(self.name, self.title, tuple(parts), p.logits, p.plan, size,
+                           _maps=combined, parts=parts, combine=self.combine)
+
+
+def rows(per_round: list[Tensor]) -> Tensor:
+    """``k`` tensors ``(N, ...)``, one per target round -> ``(N * k, ...)``, sample-major."""
+    if len(per_round) == 1:
+        return per_round[0]
+    return torch.stack(per_round, 1).flatten(0, 1)
+
+
+class LayerMethod(Method):
+    """A method that reads activations of a layer (the CAM family)."""
+
+    needs_layer = True
+
+    def _raw(self, p: Pass, layers: Sequence[str]) -> tuple[dict[str, Tensor], Tensor | None]:
+        return {layer: self._layer_raw(p, layer) for layer in layers}, None
+
+    @abc.abstractmethod
+    def _layer_raw(self, p: Pass, layer: str) -> Tensor:
+        """``(R, h, w)``: the signed map of ``layer``, rows sample-major."""
+
+
+class GradientCAM(LayerMethod):
+    """A CAM computed from a layer's activations and the gradients of the target there.
+
+    Subclasses write :meth:`_cam`; everything else (one forward and one backward pass per
+    target round, shared with the other gradient methods) is done here.
+    """
+
+    uses_gradients = True
+    wants_layer_gradients = True
+
+    def _layer_raw(self, p: Pass, layer: str) -> Tensor:
+        a = p.activations[layer]
+        return rows([self._cam(a, grads[layer]) for grads in p.layer_gradients])
+
+    @abc.abstractmethod
+    def _cam(self, a: Tensor, g: Tensor) -> Tensor:
+        """The map ``(N, h, w)`` from activations ``a`` and gradients ``g``, both ``(N, K, h, w)``."""
+
+
+class InputMethod(Method):
+    """A method that attributes the target to input pixels (saliency, integrated gradients, ...).
+
+    ``attributions`` are per channel ``(R, C, H, W)``; ``raw`` reduces them over channels as
+    ``channel_reduction`` says: ``"sum"`` (the signed total, what completeness-style
+    methods add up to), ``"max_abs"`` (Simonyan et al.'s saliency) or ``"mean"``
+    (occlusion, whose channels carry the same value).
+    """
+
+    channel_reduction: ClassVar[Literal["sum", "max_abs", "mean"]] = "sum"
+
+    def _raw(self, p: Pass, layers: Sequence[str]) -> tuple[dict[str, Tensor], Tensor | None]:
+        attr = self._attributions(p)
+        if self.channel_reduction == "sum":
+            raw = attr.sum(1)
+        elif self.channel_reduction == "max_abs":
+            raw = attr.abs().amax(1)
+        else:
+            raw = attr.mean(1)
+        return {"": raw}, attr
+
+    @abc.abstractmethod
+    def _attributions(self, p: Pass) -> Tensor:
+        """``(R, C, H, W)``: signed per-channel attributions, rows sample-major."""

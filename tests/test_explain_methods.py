@@ -1,0 +1,320 @@
+"""Every explanation method against its paper's formula, worked out by hand on a tiny model.
+
+The tiny model (``Tiny``) has fixed small-integer weights so that every intermediate value
+can be written down. Input ``X`` (1×1×3×3) and the conv layer (two 2×2 kernels):
+
+    X = [[1, 0, 2],      k0 = [[1, 0],   bias 0     A0 = [[2, 0],      (conv output,
+         [0, 1, 0],            [0, 1]]                    [0, 2]]       the CAM layer)
+         [3, 0, 1]]      k1 = [[0, 1],   bias -1    A1 = [[-1, 2],
+                               [1, 0]]                    [3, -1]]
+
+ReLU gives R0 = [[2, 0], [0, 2]], R1 = [[0, 2], [3, 0]]; the head is a linear layer on the
+flattened ReLU output (channel-major) with rows
+
+    W0 = [1, 2, 0, 3,  0.5, 1, -2, 2]      -> logit0 = 2 + 6 + 2 - 6 = 4
+    W1 = [0, 1, 1, 0,  -1, 0, 1, 0.5]      -> logit1 = 3
+
+so the predicted class is 0. The gradient of logit c with respect to A is W_c (reshaped
+to 2×2×2) times the ReLU mask (A > 0): for class 0, G0 = [[1, 0], [0, 3]] and
+G1 = [[0, 1], [-2, 0]]. Maps are upsampled from the layer's 2×2 to the input's 3×3,
+bilinear with align_corners=False, which takes
+[[a, b], [c, d]] to
+
+    [[a,       (a+b)/2,       b      ],
+     [(a+c)/2, (a+b+c+d)/4,   (b+d)/2],
+     [c,       (c+d)/2,       d      ]].
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import convlens.explain as ex
+from convlens.errors import ConfigError, ConvlensError, LayerError
+from convlens.explain import METHODS, cam
+from zoo import BasicBlock, SeedCNN, assert_same_state, model_state, seeded
+
+X = torch.tensor([[[[1.0, 0, 2], [0, 1, 0], [3, 0, 1]]]], dtype=torch.float64)
+A0 = torch.tensor([[2.0, 0], [0, 2]], dtype=torch.float64)
+A1 = torch.tensor([[-1.0, 2], [3, -1]], dtype=torch.float64)
+
+
+class MiniResNet(nn.Module):
+    """A small residual network: batch norm, dropout, in-place and functional ReLUs, a
+    module called twice per block (as in torchvision's ResNet)."""
+
+    def __init__(self, classes: int = 4) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(inplace=True))
+        self.layer1 = BasicBlock(8, 8)
+        self.layer2 = BasicBlock(8, 16, 2)
+        self.drop = nn.Dropout(0.5)
+        self.fc = nn.Linear(16, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layer2(self.layer1(self.stem(x)))
+        return self.fc(self.drop(F.relu(x).mean((2, 3))))
+
+
+class Tiny(nn.Module):
+    """conv (2 channels) -> ReLU (module, or F.relu with functional=True) -> linear (2 classes)."""
+
+    def __init__(self, functional: bool = False) -> None:
+        super().__init__()
+        self.functional = functional
+        self.conv = nn.Conv2d(1, 2, 2)
+        self.relu = nn.ReLU()
+        self.fc = nn.Linear(8, 2)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.tensor([[[[1.0, 0], [0, 1]]], [[[0.0, 1], [1, 0]]]]))
+            self.conv.bias.copy_(torch.tensor([0.0, -1.0]))
+            self.fc.weight.copy_(torch.tensor([[1, 2, 0, 3, 0.5, 1, -2, 2], [0, 1, 1, 0, -1, 0, 1, 0.5]]))
+            self.fc.bias.zero_()
+        self.double().eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.conv(x)
+        r = F.relu(a) if self.functional else self.relu(a)
+        return self.fc(r.flatten(1))
+
+
+def up(m: torch.Tensor) -> torch.Tensor:
+    """The 2×2 -> 3×3 bilinear upsampling of the module docstring, by hand."""
+    a, b, c, d = m[0, 0], m[0, 1], m[1, 0], m[1, 1]
+    return torch.stack([
+        torch.stack([a, (a + b) / 2, b]),
+        torch.stack([(a + c) / 2, (a + b + c + d) / 4, (b + d) / 2]),
+        torch.stack([c, (c + d) / 2, d]),
+    ])
+
+
+def close(actual: torch.Tensor, expected: torch.Tensor | list, atol: float = 1e-12) -> None:
+    torch.testing.assert_close(actual, torch.as_tensor(expected, dtype=actual.dtype), atol=atol, rtol=0)
+
+
+# --- the fixture itself -------------------------------------------------------------------
+
+
+def test_tiny_model_is_what_the_docstring_says() -> None:
+    m = Tiny()
+    close(m.conv(X)[0, 0], A0)
+    close(m.conv(X)[0, 1], A1)
+    close(m(X)[0], [4.0, 3.0])
+    assert torch.equal(Tiny(functional=True)(X), m(X))
+
+
+def test_upsampling_by_hand_matches_torch() -> None:
+    m = torch.tensor([[1.0, 2], [3, 5]], dtype=torch.float64)
+    close(ex.upsample(m[None], (3, 3))[0], up(m))
+
+
+# --- Grad-CAM -----------------------------------------------------------------------------
+
+
+def test_gradcam_by_hand() -> None:
+    # class 0: w0 = mean(G0) = (1 + 3) / 4 = 1; w1 = mean(G1) = (1 - 2) / 4 = -0.25
+    r = cam(Tiny(), X, method="gradcam", layer="conv", target=0)
+    raw = 1.0 * A0 - 0.25 * A1  # [[2.25, -0.5], [-0.75, 2.25]]
+    close(r.raw[0], raw)
+    close(r.maps[0], up(raw.clamp_min(0)))
+    close(r.normalised[0], up(raw.clamp_min(0)) / 2.25)
+    assert r.target.tolist() == [0] and r.sample.tolist() == [0]
+    close(r.probabilities[0], torch.softmax(torch.tensor([4.0, 3.0], dtype=torch.float64), 0))
+
+
+def test_gradcam_by_hand_other_class() -> None:
+    # class 1: G0 = [[0, 1], [1, 0]] * mask [[1, 0], [0, 1]] = 0 -> w0 = 0;
+    #          G1 = [[-1, 0], [1, 0.5]] * mask [[0, 1], [1, 0]] = [[0, 0], [1, 0]] -> w1 = 0.25
+    r = cam(Tiny(), X, layer="conv", target=1)
+    close(r.raw[0], 0.25 * A1)
+
+
+def test_default_target_is_the_prediction_and_default_layer_the_last_spatial_one() -> None:
+    r = cam(Tiny(), X)
+    assert r.layers == ("relu",)  # the last module with a (N, C, H, W) output
+    assert r.target.tolist() == [0]
+
+
+def test_top_k_targets_give_one_row_per_class_sample_major() -> None:
+    x = torch.cat([X, X.flip(-1)])
+    r = cam(Tiny(), x, layer="conv", target="top2")
+    logits = Tiny()(x)
+    assert r.sample.tolist() == [0, 0, 1, 1]
+    assert r.target.tolist() == logits.argsort(1, descending=True).flatten().tolist()
+    for row, (n, c) in enumerate(zip(r.sample.tolist(), r.target.tolist(), strict=True)):
+        close(r.raw[row], cam(Tiny(), x[n:n + 1], layer="conv", target=c).raw[0])
+    close(r.target_probability, logits.softmax(1).sort(1, descending=True).values.flatten())
+
+
+def test_function_target_is_differentiated() -> None:
+    # logit0 - logit1 is linear: its Grad-CAM is the class-0 map minus the class-1 map
+    r = cam(Tiny(), X, layer="conv", target=lambda z: z[:, 0] - z[:, 1])
+    close(r.raw[0], (1.0 * A0 - 0.25 * A1) - 0.25 * A1)
+    assert r.target.tolist() == [-1]
+    assert torch.isnan(r.target_probability).all()
+
+
+def test_per_sample_targets() -> None:
+    x = torch.cat([X, X])
+    r = cam(Tiny(), x, layer="conv", target=[0, 1])
+    close(r.raw[0], 1.0 * A0 - 0.25 * A1)
+    close(r.raw[1], 0.25 * A1)
+
+
+def test_several_layers_one_map_each_and_a_combined_map() -> None:
+    m = seeded(SeedCNN())
+    x = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    r = cam(m, x, layer=["conv1", "conv2"], target=3)
+    one = {name: cam(m, x, layer=name, target=3) for name in ("conv1", "conv2")}
+    for name in one:
+        close(r.parts[name].raw, one[name].raw, atol=1e-6)
+    close(r.maps, (one["conv1"].normalised + one["conv2"].normalised) / 2, atol=1e-6)
+    rmax = cam(m, x, layer=["conv1", "conv2"], target=3, combine="max")
+    close(rmax.maps, torch.maximum(one["conv1"].normalised, one["conv2"].normalised), atol=1e-6)
+    with pytest.raises(ConfigError, match=r"parts\['conv1'\]\.raw"):
+        _ = r.raw
+
+
+def test_a_layer_modified_in_place_downstream_is_read_before_the_change() -> None:
+    # InplaceCNN-like: conv followed by ReLU(inplace=True) overwrites the conv output
+    class Inplace(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 3, 3, padding=1)
+            self.relu = nn.ReLU(inplace=True)
+            self.fc = nn.Linear(3 * 6 * 6, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.relu(self.conv(x)).flatten(1))
+
+    m = seeded(Inplace())
+    x = torch.randn(2, 1, 6, 6, generator=torch.Generator().manual_seed(2))
+    a = m.conv(x).detach().requires_grad_(True)
+    score = m.fc(F.relu(a).flatten(1))[:, 1].sum()
+    (g,) = torch.autograd.grad(score, a)
+    expected = (g.mean((2, 3))[:, :, None, None] * a.detach()).sum(1)
+    for _ in range(2):  # the first call learns that the output is modified in place
+        r = cam(m, x, layer="conv", target=1)
+        close(r.raw, expected, atol=1e-6)
+        assert (r.raw < 0).any()  # pre-ReLU values: the in-place ReLU did not reach them
+
+
+def test_frozen_model_still_gets_gradients() -> None:
+    m = Tiny()
+    for p in m.parameters():
+        p.requires_grad_(False)
+    close(cam(m, X, layer="conv", target=0).raw[0], 1.0 * A0 - 0.25 * A1)
+    assert not any(p.requires_grad for p in m.parameters())
+
+
+def test_input_is_cast_to_the_models_dtype_and_a_single_image_is_a_batch_of_one() -> None:
+    r = cam(Tiny(), X[0].float(), layer="conv", target=0)
+    assert r.raw.dtype == torch.float64 and r.raw.shape == (1, 2, 2)
+
+
+def test_training_mode_model_is_explained_in_eval_mode() -> None:
+    m = seeded(MiniResNet()).train()
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    r_train = cam(m, x, layer="layer2", target=1)
+    r_eval = cam(m.eval(), x, layer="layer2", target=1)
+    close(r_train.raw, r_eval.raw, atol=0)
+
+
+# --- errors -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"method": "gradcamm"}, ConfigError, "did you mean 'gradcam'"),
+        ({"layer": "conv3"}, LayerError, "unknown layer 'conv3'"),
+        ({"layer": "fc"}, ConfigError, "not a spatial map"),
+        ({"target": 5}, ConfigError, "out of range"),
+        ({"target": "top9"}, ConfigError, "top1..top2"),
+        ({"target": "best"}, ConfigError, "unknown target 'best'"),
+        ({"target": [0, 1]}, ConfigError, "2 target classes for a batch of 1"),
+        ({"target": lambda z: z.sum()}, ConfigError, "one score per row"),
+        ({"batch_sz": 3}, ConfigError, "has no option 'batch_sz'"),
+        ({"combine": "median"}, ConfigError, "unknown combine"),
+    ],
+)
+def test_user_errors_are_one_clear_line(kwargs: dict, error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
+        cam(Tiny(), X, **{"layer": "conv", **kwargs})
+
+
+def test_bad_inputs() -> None:
+    with pytest.raises(ConfigError, match=r"shape \(N, C, H, W\)"):
+        cam(Tiny(), X[0, 0, 0])
+    with pytest.raises(ConfigError, match="float tensor"):
+        cam(Tiny(), X.long())
+    with pytest.raises(ConfigError, match=r"torch\.nn\.Module"):
+        cam("model", X)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="inference_mode"), torch.inference_mode():
+        cam(Tiny(), X, layer="conv")
+    assert issubclass(ConfigError, ConvlensError) and issubclass(ConfigError, ValueError)
+
+
+# --- every registered method --------------------------------------------------------------
+
+
+def _options(name: str) -> dict:
+    """Small settings so that the registry-wide tests stay fast."""
+    opts = ex.method_options(METHODS[name])
+    out: dict = {}
+    if "n_samples" in opts:
+        out["n_samples"] = 3
+    if "n_steps" in opts:
+        out["n_steps"] = 4
+    if "window" in opts:
+        out["window"] = 2
+    return out
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_registry_entry_is_complete(name: str) -> None:
+    cls = METHODS[name]
+    assert cls.name == name and cls.title and cls.reference
+    assert isinstance(cls.needs_layer, bool) and isinstance(cls.perturbation, bool)
+    assert ex.get_method(name) is cls
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_every_method_returns_the_documented_shapes(name: str) -> None:
+    m = seeded(SeedCNN()).double()
+    x = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    layer = "conv2" if METHODS[name].needs_layer else None
+    r = cam(m, x, method=name, layer=layer, target="top2", **_options(name))
+    assert r.method == name and len(r) == 4
+    assert r.maps.shape == r.normalised.shape == (4, 28, 28)
+    assert r.raw.shape == ((4, 14, 14) if layer else (4, 28, 28))
+    assert (r.maps >= 0).all() and r.normalised.min() >= 0 and r.normalised.max() <= 1
+    assert torch.isfinite(r.raw).all()
+    if not METHODS[name].needs_layer:
+        assert r.attributions is not None and r.attributions.shape == (4, 1, 28, 28)
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_every_method_leaves_the_model_as_it_came(name: str) -> None:
+    # the torch-cam state test: hooks, training flags, requires_grad, .grad and weights
+    m = seeded(MiniResNet())
+    m.train()
+    m.layer1.train(False)  # mixed flags must come back mixed
+    m.fc.weight.requires_grad_(False)
+    m.stem[0].weight.grad = torch.full_like(m.stem[0].weight, 0.5)
+    before = model_state(m)
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    layer = "layer2" if METHODS[name].needs_layer else None
+    cam(m, x, method=name, layer=layer, target=1, **_options(name))
+    assert_same_state(before, model_state(m))
+
+    # and after a failure half-way (a target function that raises after the forward pass)
+    def bad(z: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        cam(m, x, method=name, layer=layer, target=bad, **_options(name))
+    assert_same_state(before, model_state(m))
