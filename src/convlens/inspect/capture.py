@@ -78,16 +78,32 @@ def resolve_layers(model: nn.Module, layers: str | Sequence[str]) -> dict[str, n
     names = [layers] if isinstance(layers, str) else list(layers)
     if not names:
         raise ConfigError("no layers given: pass at least one dotted module name, e.g. 'conv1'")
-    modules = dict(model.named_modules())
-    valid = [n for n in modules if n]
     out: dict[str, nn.Module] = {}
+    modules: dict[str, nn.Module] | None = None
     for name in names:
         if not isinstance(name, str):
             raise ConfigError(f"layer names are strings (dotted names from named_modules()), got {name!r}")
-        if name not in modules or not name:
-            raise LayerError(unknown_name("layer", name, valid))
-        out[name] = modules[name]
+        found = _lookup(model, name) if name else None
+        if found is None:  # TorchScript containers, or a wrong name: ask named_modules()
+            if modules is None:
+                modules = dict(model.named_modules())
+            found = modules.get(name) if name else None
+            if found is None:
+                raise LayerError(unknown_name("layer", name, [n for n in modules if n]))
+        out[name] = found
     return out
+
+
+def _lookup(model: nn.Module, name: str) -> nn.Module | None:
+    """Follow a dotted name through ``_modules`` (what named_modules() joins), or None."""
+    module = model
+    for part in name.split("."):
+        children = getattr(module, "_modules", None)
+        child = children.get(part) if isinstance(children, dict) else None
+        if not isinstance(child, nn.Module):
+            return None
+        module = child
+    return module
 
 
 def _is_scripted(module: nn.Module) -> bool:
@@ -192,7 +208,7 @@ class Capture(Mapping[str, Captured]):
 
     # -- hooks -----------------------------------------------------------------------------
 
-    def _keep(self, name: str, kind: str) -> Callable[[nn.Module, Any], None]:
+    def _keep(self, name: str, kind: str, module: nn.Module) -> Callable[[nn.Module, Any], None]:
         """The function a hook calls to record a value without gradients."""
         if self._on_value is not None:
             on_value = self._on_value
@@ -205,6 +221,8 @@ class Capture(Mapping[str, Captured]):
         versions = self._versions[name]
         probes = self._probes
         always_copy = self.copy
+        safe = _SEEN_SAFE.setdefault(module, set())  # shared with _learn: updates show here
+        changed = _SEEN_CHANGED.setdefault(module, set())
 
         def keep(module: nn.Module, value: Any) -> None:
             if always_copy or type(value) is not Tensor or value.is_inference():
@@ -213,20 +231,20 @@ class Capture(Mapping[str, Captured]):
                 return
             key = (kind, module.training)
             alias = value.detach()
-            if key in _SEEN_SAFE.get(module, ()):
+            if key in safe:
                 store.append(alias)
                 versions.append((alias._version, key))
                 return
             store.append(alias.clone())
             versions.append(None)
-            if key not in _SEEN_CHANGED.get(module, ()):
+            if key not in changed:
                 probes.append((module, key, alias, alias._version))
 
         return keep
 
     def _hook_output(self, name: str) -> Callable[..., Any]:
         if not self.want_gradients:
-            keep = self._keep(name, "output")
+            keep = self._keep(name, "output", self._modules[name])
 
             def hook(module: nn.Module, args: Any, output: Any) -> None:
                 keep(module, output)
@@ -241,7 +259,7 @@ class Capture(Mapping[str, Captured]):
 
     def _hook_input(self, name: str) -> Callable[..., Any]:
         if not self.want_gradients:
-            keep = self._keep(name, "input")
+            keep = self._keep(name, "input", self._modules[name])
 
             def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
                 if not args:
