@@ -129,6 +129,20 @@ class Run:
         return load_snapshots(self.path)[0]
 
 
+def ensure_replaceable(path: str | os.PathLike[str]) -> None:
+    """Refuse to write a run over anything that is not an earlier run (or empty).
+
+    A run directory is replaced as a whole, so ``--out ~/thesis`` must not be taken.
+    """
+    p = Path(path)
+    if not p.exists():
+        return
+    if not p.is_dir():
+        raise RunError(f"{p} exists and is a file, not a run directory; choose another --out")
+    if any(p.iterdir()) and not (p / CONFIG).is_file():
+        raise RunError(f"{p} exists and is not a convlens run; choose another --out or remove it")
+
+
 def save_run(
     path: str | Path,
     config: RunConfig,
@@ -235,6 +249,7 @@ def import_weights(
 
     src = get_source(dataset)
     cfg = get_config(arch, num_classes=len(src.classes))
+    ensure_replaceable(out)
     state = load_state_dict_file(weights)
     model = build_cnn(cfg)
     problem = state_dict_mismatch(model.state_dict(), state)

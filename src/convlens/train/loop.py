@@ -20,7 +20,15 @@ from torch import nn
 
 from convlens.models.builder import build_cnn
 from convlens.models.config import CNNConfig
-from convlens.models.run import DataSpec, Run, RunConfig, library_versions, load_run, save_run
+from convlens.models.run import (
+    DataSpec,
+    Run,
+    RunConfig,
+    ensure_replaceable,
+    library_versions,
+    load_run,
+    save_run,
+)
 from convlens.train.callbacks import Callback
 from convlens.train.config import TrainConfig
 from convlens.train.device import resolve_device
@@ -104,6 +112,7 @@ def train(
 
     cfg = config or TrainConfig()
     cfg.validate()
+    ensure_replaceable(out)
     dev = resolve_device(device)
     torch.manual_seed(cfg.seed)
     model = build_cnn(model_config).to(dev)
