@@ -223,6 +223,133 @@ def test_training_mode_model_is_explained_in_eval_mode() -> None:
     close(r_train.raw, r_eval.raw, atol=0)
 
 
+# --- the other CAM methods ----------------------------------------------------------------
+# class 0 throughout: G0 = [[1, 0], [0, 3]], G1 = [[0, 1], [-2, 0]]; sum A0 = 4, sum A1 = 3
+
+
+def test_gradcam_plus_plus_by_hand() -> None:
+    # alpha = G^2 / (2 G^2 + (sum A) G^3); w = sum alpha ReLU(G)
+    # ch0: (0,0) g=1: 1/(2+4) = 1/6;  (1,1) g=3: 9/(18+4*27) = 1/14  -> w0 = 1/6 + 3/14 = 8/21
+    # ch1: (0,1) g=1: 1/(2+3) = 1/5;  (1,0) g=-2: ReLU(g) = 0      -> w1 = 1/5
+    r = cam(Tiny(), X, method="gradcam++", layer="conv", target=0)
+    close(r.raw[0], 8 / 21 * A0 + 1 / 5 * A1)
+
+
+def test_xgradcam_by_hand() -> None:
+    # w = sum (A / sum A) G: w0 = (2*1 + 2*3) / 4 = 2; w1 = (2*1 + 3*(-2)) / 3 = -4/3
+    r = cam(Tiny(), X, method="xgradcam", layer="conv", target=0)
+    close(r.raw[0], 2 * A0 - 4 / 3 * A1)
+
+
+def test_hirescam_by_hand() -> None:
+    # sum_k G_k * A_k = [[2, 0], [0, 6]] + [[0, 2], [-6, 0]]
+    r = cam(Tiny(), X, method="hirescam", layer="conv", target=0)
+    close(r.raw[0], [[2.0, 2], [-6, 6]])
+
+
+def test_layercam_by_hand() -> None:
+    # sum_k ReLU(G_k) * A_k = [[2, 0], [0, 6]] + [[0, 2], [0, 0]]
+    r = cam(Tiny(), X, method="layercam", layer="conv", target=0)
+    close(r.raw[0], [[2.0, 2], [0, 6]])
+
+
+def test_eigencam_by_hand() -> None:
+    # M (positions x channels) = [[2, -1], [0, 2], [0, 3], [2, -1]]; M^T M = [[8, -4], [-4, 15]]
+    # largest eigenvalue l = (23 + sqrt(113)) / 2, eigenvector (4, 8 - l); map = M v / |v|,
+    # signed so that it sums to >= 0
+    lam = (23 + 113**0.5) / 2
+    v = torch.tensor([4.0, 8 - lam], dtype=torch.float64)
+    v = v / v.norm()
+    m = torch.stack([A0.flatten(), A1.flatten()], 1)
+    proj = m @ v
+    proj = -proj if proj.sum() < 0 else proj
+    for target in (0, 1):  # class-agnostic
+        r = cam(Tiny(), X, method="eigencam", layer="conv", target=target)
+        close(r.raw[0], proj.view(2, 2))
+
+
+def test_scorecam_by_hand() -> None:
+    # masks: A0 upsampled [[2, 1, 0], [1, 1, 1], [0, 1, 2]] / 2;
+    #        A1 upsampled [[-1, .5, 2], [1, .75, .5], [3, 1, -1]], (. + 1) / 4
+    m0 = torch.tensor([[1, 0.5, 0], [0.5, 0.5, 0.5], [0, 0.5, 1]], dtype=torch.float64)
+    m1 = torch.tensor([[0, 0.375, 0.75], [0.5, 0.4375, 0.375], [1, 0.5, 0]], dtype=torch.float64)
+    close(ex.normalise(ex.upsample(torch.stack([A0, A1]), (3, 3))), torch.stack([m0, m1]))
+    # X*m0 = [[1,0,0],[0,.5,0],[0,0,1]]: A0 = [[1.5,0],[0,1.5]], A1 <= 0 -> logits (6, 0)
+    # X*m1 = [[0,0,1.5],[0,.4375,0],[3,0,0]]: A0 = [[.4375,0],[0,.4375]],
+    #        R1 = [[0,.9375],[2.4375,0]] -> logits (.4375*4 + .9375 - 2*2.4375, 2.4375) = (-2.1875, 2.4375)
+    close(Tiny()(X * m0)[0], [6.0, 0.0])
+    close(Tiny()(X * m1)[0], [-2.1875, 2.4375])
+    w0 = 1 / (1 + torch.exp(torch.tensor(-6.0, dtype=torch.float64)))
+    w1 = 1 / (1 + torch.exp(torch.tensor(2.4375 + 2.1875, dtype=torch.float64)))
+    for batch_size in (1, 2):
+        r = cam(Tiny(), X, method="scorecam", layer="conv", target=0, batch_size=batch_size)
+        close(r.raw[0], w0 * A0 + w1 * A1)
+
+
+def test_ablationcam_by_hand() -> None:
+    # zero channel 0: logit0 = 0.5*0 + 1*2 - 2*3 + 2*0 = -4 -> w0 = (4 - (-4)) / 4 = 2
+    # zero channel 1: logit0 = 1*2 + 3*2 = 8               -> w1 = (4 - 8) / 4 = -1
+    for batch_size in (1, 64):
+        r = cam(Tiny(), X, method="ablationcam", layer="conv", target=0, batch_size=batch_size)
+        close(r.raw[0], 2 * A0 - A1)
+
+
+def _seed(n: int = 3) -> tuple[nn.Module, torch.Tensor]:
+    m = seeded(SeedCNN()).double()
+    return m, torch.randn(n, 1, 28, 28, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+
+
+def test_scorecam_equals_its_unbatched_definition() -> None:
+    m, x = _seed()
+    target = m(x).argmax(1)
+    a = m.conv2(m.pool1(m.relu1(m.conv1(x)))).detach()
+    expected = torch.zeros(len(x), 14, 14, dtype=torch.float64)
+    with torch.no_grad():
+        for n in range(len(x)):
+            for k in range(a.shape[1]):
+                up = F.interpolate(a[n, k][None, None], size=(28, 28), mode="bilinear", align_corners=False)[0, 0]
+                if up.max() == up.min():
+                    continue  # a constant channel gives no mask: weight 0
+                mask = (up - up.min()) / (up.max() - up.min())
+                p = torch.softmax(m(x[n:n + 1] * mask), 1)[0, target[n]]
+                expected[n] += p * a[n, k]
+    for batch_size in (7, 1000):
+        r = cam(m, x, method="scorecam", layer="conv2", batch_size=batch_size)
+        close(r.raw, expected, atol=1e-10)
+
+
+def test_ablationcam_equals_its_unbatched_definition() -> None:
+    m, x = _seed(2)
+    with torch.no_grad():
+        logits = m(x)
+        target = logits.argmax(1)
+        a = m.conv2(m.pool1(m.relu1(m.conv1(x))))
+        tail = lambda z: m.fc(torch.flatten(m.pool2(m.relu2(z)), 1))  # noqa: E731
+        expected = torch.zeros(len(x), 14, 14, dtype=torch.float64)
+        for n in range(len(x)):
+            y = logits[n, target[n]]
+            for k in range(a.shape[1]):
+                z = a[n:n + 1].clone()
+                z[0, k] = 0
+                expected[n] += (y - tail(z)[0, target[n]]) / y * a[n, k]
+    r = cam(m, x, method="ablationcam", layer="conv2", batch_size=9)
+    close(r.raw, expected, atol=1e-10)
+
+
+def test_gradient_cams_share_one_forward_and_one_backward_pass() -> None:
+    m, x = _seed(2)
+    forwards = []
+    handle = m.register_forward_hook(lambda mod, args, out: forwards.append(1))
+    try:
+        names = ["gradcam", "gradcam++", "xgradcam", "hirescam", "layercam"]
+        together = ex.explain(m, x, names, layer="conv2", target=1)
+    finally:
+        handle.remove()
+    assert len(forwards) == 1
+    for name in names:
+        close(together[name].raw, cam(m, x, method=name, layer="conv2", target=1).raw, atol=1e-12)
+
+
 # --- errors -------------------------------------------------------------------------------
 
 
@@ -311,10 +438,29 @@ def test_every_method_leaves_the_model_as_it_came(name: str) -> None:
     cam(m, x, method=name, layer=layer, target=1, **_options(name))
     assert_same_state(before, model_state(m))
 
-    # and after a failure half-way (a target function that raises after the forward pass)
+    # and after failures half-way: a target function that raises after the forward pass ...
     def bad(z: torch.Tensor) -> torch.Tensor:
         raise RuntimeError("boom")
 
-    with pytest.raises(RuntimeError, match="boom"):
-        cam(m, x, method=name, layer=layer, target=bad, **_options(name))
-    assert_same_state(before, model_state(m))
+    if METHODS[name].class_specific:
+        with pytest.raises(RuntimeError, match="boom"):
+            cam(m, x, method=name, layer=layer, target=bad, **_options(name))
+        assert_same_state(before, model_state(m))
+
+    # ... and a model whose forward pass fails on the n-th call (inside the pass's hooks)
+    for fail_at in (1, 2):
+        calls = []
+
+        def explode(mod: nn.Module, args: tuple, out: torch.Tensor, fail_at: int = fail_at) -> None:
+            calls.append(1)
+            if len(calls) == fail_at:
+                raise RuntimeError("forward failed")
+
+        handle = m.layer2.register_forward_hook(explode)
+        try:
+            cam(m, x, method=name, layer=layer, target=1, **_options(name))
+        except RuntimeError as exc:
+            assert "forward failed" in str(exc)
+        finally:
+            handle.remove()
+        assert_same_state(before, model_state(m))

@@ -36,7 +36,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, ClassVar, Literal
@@ -532,3 +532,42 @@ class InputMethod(Method):
     @abc.abstractmethod
     def _attributions(self, p: Pass) -> Tensor:
         """``(R, C, H, W)``: signed per-channel attributions, rows sample-major."""
+
+
+# --- perturbation methods -----------------------------------------------------------------
+
+
+class Perturbation:
+    """Options shared by methods that run many modified inputs: ``batch_size`` (how many
+    per forward pass; memory grows with it) and ``progress`` (``None``: a bar when slow)."""
+
+    perturbation: ClassVar[bool] = True
+    batch_size: int
+    progress: bool | None
+
+    def _set_batching(self, batch_size: int, progress: bool | None) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if progress not in (None, True, False):
+            raise ConfigError(f"progress must be True, False or None (automatic), got {progress!r}")
+        self.batch_size = batch_size
+        self.progress = progress
+
+
+def forward_batches(
+    model: nn.Module,
+    total: int,
+    make: Callable[[int, int], Tensor],
+    batch_size: int,
+    progress: bool | None,
+    description: str,
+) -> Tensor:
+    """Logits of ``total`` modified inputs, built ``batch_size`` at a time by
+    ``make(start, stop)`` and run without gradients; ``(total, classes)``."""
+    from convlens.explain._progress import batches, chunks
+
+    out: list[Tensor] = []
+    with torch.no_grad():
+        for start, stop in batches(chunks(total, batch_size), description, progress):
+            out.append(_scores(model(make(start, stop))))
+    return torch.cat(out) if len(out) != 1 else out[0]
