@@ -449,9 +449,10 @@ def test_every_method_leaves_the_model_as_it_came(name: str) -> None:
 
     # ... and a model whose forward pass fails on the n-th call (inside the pass's hooks)
     for fail_at in (1, 2):
-        calls = []
+        calls: list[int] = []
 
-        def explode(mod: nn.Module, args: tuple, out: torch.Tensor, fail_at: int = fail_at) -> None:
+        def explode(mod: nn.Module, args: tuple, out: torch.Tensor, fail_at: int = fail_at,
+                    calls: list[int] = calls) -> None:
             calls.append(1)
             if len(calls) == fail_at:
                 raise RuntimeError("forward failed")
