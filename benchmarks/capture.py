@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import resource
 import statistics
 import sys
 import time
@@ -95,7 +96,19 @@ def bench(model: torch.nn.Module, x: torch.Tensor, layers: list[str], reps: int,
                         stream.__enter__()
         finally:
             gc.enable()
-    return {k: statistics.median(v) for k, v in times.items()}
+    result = {k: statistics.median(v) for k, v in times.items()}
+    # page faults per call: memory the OS had to hand out again (explains small-model costs)
+    with torch.no_grad():
+        for k, fn in variants.items():
+            if k == "streaming":
+                stream.__enter__()
+            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            for _ in range(20):
+                fn()
+            result[f"faults {k}"] = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / 20
+            if k == "streaming":
+                stream.remove_hooks()
+    return result
 
 
 def main() -> None:
@@ -111,7 +124,8 @@ def main() -> None:
         ("resnet-18", seeded(ResNet18()), (8, 3, 224, 224), ["layer1.0.bn2", "layer3", "layer4.1.conv2"], 20, 1),
     ]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; median of interleaved repetitions")
-    header = f"{'model':<10} {'batch':>5}  {'plain':>9}  {'with':>13}  {'streaming':>13}  {'captum':>13}  with/captum"
+    header = (f"{'model':<10} {'batch':>5}  {'plain':>9}  {'with':>13}  {'streaming':>13}  {'captum':>13}  "
+              "with/captum  faults")
     print(header)
     print("-" * len(header))
     for name, model, shape, layers, reps, inner in configs:
@@ -122,11 +136,13 @@ def main() -> None:
         def cell(k: str, p: float = p, t: dict[str, float] = t) -> str:
             return f"{t[k] / p:5.3f}x {t[k] * 1e3:6.2f}"
 
+        faults = "/".join(f"{t['faults ' + k]:.0f}" for k in ("plain", "with", "streaming", "captum"))
         print(
             f"{name:<10} {shape[0]:>5}  {p * 1e3:6.2f} ms  {cell('with')}  {cell('streaming')}  "
-            f"{cell('captum')}  {t['with'] / t['captum']:5.3f}x"
+            f"{cell('captum')}  {t['with'] / t['captum']:5.3f}x  {faults}"
         )
-    print("cells: ratio to plain, then milliseconds per forward pass")
+    print("cells: ratio to plain, then milliseconds per forward pass; faults: minor page faults per "
+          "call (plain/with/streaming/captum)")
 
 
 if __name__ == "__main__":
