@@ -230,7 +230,7 @@ class Capture(Mapping[str, Captured]):
                 versions.append(None)
                 return
             key = (kind, module.training)
-            alias = value.detach()
+            alias = value.detach() if value.requires_grad else value  # same storage either way
             if key in safe:
                 store.append(alias)
                 versions.append((alias._version, key))
