@@ -294,6 +294,101 @@ def test_ablationcam_by_hand() -> None:
         close(r.raw[0], 2 * A0 - A1)
 
 
+# --- input-attribution methods (class 0) -------------------------------------------------
+# dlogit0/dx: each active conv unit passes its head weight to the two pixels its kernel reads:
+#   A0(0,0) w=1 -> x00, x11;  A0(1,1) w=3 -> x11, x22;  A1(0,1) w=1 -> x02, x11;  A1(1,0) w=-2 -> x11, x20
+DX = [[1.0, 0, 1], [0, 1 + 3 + 1 - 2, 0], [-2, 0, 3]]
+
+
+def test_saliency_by_hand() -> None:
+    r = cam(Tiny(), X, method="saliency", target=0)
+    close(r.attributions[0, 0], DX)
+    close(r.raw[0], torch.tensor(DX).abs())  # max |.| over the one channel
+
+
+@pytest.mark.parametrize("functional", [False, True], ids=["relu-module", "functional-relu"])
+def test_guided_backprop_by_hand(functional: bool) -> None:
+    # the gradient reaching the ReLU output is W0: ch0 [[1, 2], [0, 3]], ch1 [[0.5, 1], [-2, 2]];
+    # guided: its positive part (ch1 -> [[0.5, 1], [0, 2]]) times the ReLU mask
+    # -> ch0 [[1, 0], [0, 3]], ch1 [[0, 1], [0, 0]]; back through the conv:
+    expected = [[1.0, 0, 1], [0, 1 + 3 + 1, 0], [0, 0, 3]]
+    r = cam(Tiny(functional=functional), X, method="guided-backprop", target=0)
+    close(r.attributions[0, 0], expected)
+    close(r.raw[0], expected)
+
+
+def test_guided_gradcam_by_hand() -> None:
+    guided = torch.tensor([[1.0, 0, 1], [0, 5, 0], [0, 0, 3]], dtype=torch.float64)
+    gradcam = up((1.0 * A0 - 0.25 * A1).clamp_min(0))  # [[2.25, 1.125, 0], [1.125, ...], [0, 1.125, 2.25]]
+    r = cam(Tiny(), X, method="guided-gradcam", layer="conv", target=0)
+    close(r.attributions[0, 0], guided * gradcam)
+    close(r.raw[0], [[2.25, 0, 0], [0, 5.625, 0], [0, 0, 6.75]])
+
+
+def test_integrated_gradients_by_hand() -> None:
+    # along a*X (baseline 0) the units switch on at a = 0 (A0), 1/3 (A1(0,1) = 3a - 1) and
+    # 1/4 (A1(1,0) = 4a - 1), so IG_i = x_i * sum_units w * (1 - a_on) * [pixel i read by unit]:
+    #   x00: 1*1;  x22: 1*3;  x02: 2*1*(2/3);  x20: 3*(-2)*(3/4);  x11: 1*(1 + 3 + 2/3 - 2*3/4)
+    # the midpoint rule with 12 steps never lands on 1/4 or 1/3 and counts them exactly
+    expected = [[1.0, 0, 4 / 3], [0, 19 / 6, 0], [-4.5, 0, 3]]
+    r = cam(Tiny(), X, method="integrated-gradients", target=0, n_steps=12, rule="riemann_middle")
+    close(r.attributions[0, 0], expected)
+    assert float(r.raw.sum()) == pytest.approx(4.0)  # completeness: f(X) - f(0) = 4 - 0
+
+
+def test_occlusion_by_hand() -> None:
+    # one pixel at a time set to 0: logit0 becomes 3, -, 2 / -, 1, - / 10, -, 1 (zeros change nothing)
+    r = cam(Tiny(), X, method="occlusion", target=0, window=1, stride=1)
+    close(r.attributions[0, 0], [[1.0, 0, 2], [0, 3, 0], [-6, 0, 3]])
+
+
+def test_occlusion_windows_average_over_the_windows_covering_a_pixel() -> None:
+    # a linear model: the drop for a window is sum(w * x) over it, so each pixel gets the
+    # mean over its covering windows of those window sums
+    torch.manual_seed(0)
+    lin = nn.Sequential(nn.Flatten(), nn.Linear(16, 1)).double()
+    x = torch.randn(1, 1, 4, 4, dtype=torch.float64)
+    wx = (lin[1].weight.view(4, 4) * x[0, 0]).detach()
+    expected = torch.zeros(4, 4, dtype=torch.float64)
+    count = torch.zeros(4, 4, dtype=torch.float64)
+    for top in (0, 2, 4):  # window 3, stride 2: the last window sticks out and is cut
+        for left in (0, 2, 4):
+            expected[top:top + 3, left:left + 3] += wx[top:top + 3, left:left + 3].sum()
+            count[top:top + 3, left:left + 3] += 1
+    r = cam(lin, x, method="occlusion", target=0, window=3, stride=2)
+    close(r.raw[0], expected / count)
+
+
+def test_smoothgrad_without_noise_is_saliency_and_on_a_linear_model_is_the_weights() -> None:
+    r0 = cam(Tiny(), X, method="smoothgrad", target=0, noise=0.0, n_samples=4)
+    close(r0.attributions[0, 0], DX)
+    lin = nn.Sequential(nn.Flatten(), nn.Linear(9, 2)).double()
+    r = cam(lin, X, method="smoothgrad", target=1, n_samples=8, noise=0.3)
+    close(r.attributions[0, 0], lin[1].weight[1].view(3, 3).detach())
+
+
+def test_smoothgrad_averages_gradients_at_the_noisy_inputs() -> None:
+    class Square(nn.Module):  # f(x) = sum c x^2, gradient 2 c x
+        def __init__(self) -> None:
+            super().__init__()
+            self.c = nn.Parameter(torch.arange(9, dtype=torch.float64).view(1, 1, 3, 3))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return (self.c * x * x).flatten(1).sum(1, keepdim=True)
+
+    m = Square()
+    x = torch.cat([X, 2 * X])
+    method = ex.make_method("smoothgrad", m, n_samples=5, noise=0.2, seed=3, batch_size=3)
+    r = method(x, target=0)
+    for n in range(2):
+        noisy = x[n] + method.noise_for(x[n], n)  # (5, 1, 3, 3)
+        close(r.attributions[n], (2 * m.c[0] * noisy).mean(0).detach(), atol=1e-12)
+        assert float(method.noise_for(x[n], n).std()) == pytest.approx(0.2 * float(x[n].max() - x[n].min()), rel=0.5)
+    # the batch size changes nothing
+    again = ex.make_method("smoothgrad", m, n_samples=5, noise=0.2, seed=3, batch_size=100)(x, target=0)
+    close(again.attributions, r.attributions, atol=1e-12)
+
+
 def _seed(n: int = 3) -> tuple[nn.Module, torch.Tensor]:
     m = seeded(SeedCNN()).double()
     return m, torch.randn(n, 1, 28, 28, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
@@ -417,7 +512,8 @@ def test_every_method_returns_the_documented_shapes(name: str) -> None:
     r = cam(m, x, method=name, layer=layer, target="top2", **_options(name))
     assert r.method == name and len(r) == 4
     assert r.maps.shape == r.normalised.shape == (4, 28, 28)
-    assert r.raw.shape == ((4, 14, 14) if layer else (4, 28, 28))
+    assert r.raw.shape == ((4, 14, 14) if issubclass(METHODS[name], ex.LayerMethod) else (4, 28, 28))
+    assert r.layers == ((layer,) if layer else ())
     assert (r.maps >= 0).all() and r.normalised.min() >= 0 and r.normalised.max() <= 1
     assert torch.isfinite(r.raw).all()
     if not METHODS[name].needs_layer:

@@ -12,6 +12,7 @@ Every method is in :data:`METHODS` (name -> class); all of them read the model t
 from __future__ import annotations
 
 from convlens.explain import cams as _cams  # noqa: F401  (registers the methods)
+from convlens.explain import gradients as _gradients  # noqa: F401
 from convlens.explain.api import cam, explain, make_method, method_options
 from convlens.explain.base import (
     Explanation,

@@ -53,6 +53,10 @@ def make_method(method: MethodSpec, model: nn.Module, layer: str | Sequence[str]
         raise ConfigError(
             f"{cls.title} has no option {unknown[0]!r}; its options are {', '.join(valid) or 'none'}"
         )
+    if not cls.needs_layer:
+        if layer is not None:
+            raise ConfigError(f"{cls.title} attributes to the input and reads no layer; drop layer={layer!r}")
+        return cls(model, **options)
     return cls(model, layer, **options)
 
 

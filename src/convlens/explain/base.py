@@ -527,7 +527,7 @@ class InputMethod(Method):
             raw = attr.abs().amax(1)
         else:
             raw = attr.mean(1)
-        return {"": raw}, attr
+        return {layers[0] if layers else "": raw}, attr
 
     @abc.abstractmethod
     def _attributions(self, p: Pass) -> Tensor:
