@@ -127,16 +127,35 @@ def _copy(value: Any) -> Any:
 # raises CaptureError instead of returning changed values. Inference tensors have no
 # version counter and are always copied.
 _Key = tuple[str, bool]  # ("output" | "input", module.training)
-_SEEN_SAFE: weakref.WeakKeyDictionary[nn.Module, set[_Key]] = weakref.WeakKeyDictionary()
-_SEEN_CHANGED: weakref.WeakKeyDictionary[nn.Module, set[_Key]] = weakref.WeakKeyDictionary()
+
+
+class _Seen:
+    """What convlens learned about one module: keys whose value stayed intact or changed."""
+
+    __slots__ = ("changed", "safe")
+
+    def __init__(self) -> None:
+        self.safe: set[_Key] = set()
+        self.changed: set[_Key] = set()
+
+
+_SEEN: weakref.WeakKeyDictionary[nn.Module, _Seen] = weakref.WeakKeyDictionary()
+
+
+def _seen(module: nn.Module) -> _Seen:
+    seen = _SEEN.get(module)
+    if seen is None:
+        seen = _SEEN[module] = _Seen()
+    return seen
 
 
 def _learn(module: nn.Module, key: _Key, changed: bool) -> None:
+    seen = _seen(module)
     if changed:
-        _SEEN_CHANGED.setdefault(module, set()).add(key)
-        _SEEN_SAFE.get(module, set()).discard(key)
-    elif key not in _SEEN_CHANGED.get(module, ()):
-        _SEEN_SAFE.setdefault(module, set()).add(key)
+        seen.changed.add(key)
+        seen.safe.discard(key)
+    elif key not in seen.changed:
+        seen.safe.add(key)
 
 
 def _check_grad_mode(name: str) -> None:
@@ -221,8 +240,8 @@ class Capture(Mapping[str, Captured]):
         versions = self._versions[name]
         probes = self._probes
         always_copy = self.copy
-        safe = _SEEN_SAFE.setdefault(module, set())  # shared with _learn: updates show here
-        changed = _SEEN_CHANGED.setdefault(module, set())
+        seen = _seen(module)  # shared with _learn: what it learns shows here
+        safe, changed = seen.safe, seen.changed
 
         def keep(module: nn.Module, value: Any) -> None:
             if always_copy or type(value) is not Tensor or value.is_inference():
