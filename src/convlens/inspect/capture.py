@@ -122,10 +122,10 @@ def _copy(value: Any) -> Any:
 # forward. So the first capture of a module's output (per kind and training mode) is a
 # copy, and at the end of the block convlens checks the version counter of the original:
 # if nothing changed it in place, later captures keep a detached alias (no copy) whose
-# version is verified whenever it is read; if something did (an in-place ReLU, a residual
-# `out += identity`), that module's output is always copied. A verification that fails
-# raises CaptureError instead of returning changed values. Inference tensors have no
-# version counter and are always copied.
+# version is verified at the end of the block (and on reads inside it); if something did
+# (an in-place ReLU, a residual `out += identity`), that module's output is always copied.
+# A verification that fails raises CaptureError instead of returning changed values.
+# Inference tensors have no version counter and are always copied.
 _Key = tuple[str, bool]  # ("output" | "input", module.training)
 
 
