@@ -11,7 +11,7 @@ from torch import nn
 
 import convlens
 from convlens.errors import ConfigError, ConvlensError, DataError, LayerError
-from convlens.inspect import channel_stats, dump_info, read_activations
+from convlens.inspect import channel_stats, dump_activations, dump_info, read_activations
 from zoo import (
     InplaceCNN,
     ResNet18,
@@ -166,15 +166,11 @@ def test_dump_round_trip(tmp_path: Path) -> None:
 
 
 def test_small_shards_and_float16(tmp_path: Path) -> None:
-    from convlens.inspect.dump import ActivationWriter
-
     m = seeded(SeedCNN())
     x = _inputs(20)
-    w = ActivationWriter(tmp_path / "d", dtype=torch.float16, shard_mb=0.05)
-    from convlens.inspect.passes import run_pass
-
-    n, shapes = run_pass(m, x, ["conv1"], [w], batch_size=3, progress=False)
-    w.close(n, shapes)
+    out = dump_activations(m, x, "conv1", tmp_path / "d", batch_size=3, dtype=torch.float16, shard_mb=0.05,
+                           progress=False)
+    assert out == (tmp_path / "d").resolve()
     assert len(dump_info(tmp_path / "d")["layers"]["conv1"]["shards"]) > 3
     with torch.no_grad():
         ref = m.conv1(x).half()

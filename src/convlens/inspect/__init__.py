@@ -32,6 +32,7 @@ _LAZY = {
     "TopK": "convlens.inspect.topk",
     "TopKReport": "convlens.inspect.topk",
     "read_activations": "convlens.inspect.dump",
+    "dump_activations": "convlens.inspect.dump",
     "dump_info": "convlens.inspect.dump",
 }
 
@@ -48,6 +49,7 @@ __all__ = [
     "capture",
     "capture_once",
     "channel_stats",
+    "dump_activations",
     "dump_info",
     "layer_names",
     "layers",
@@ -72,7 +74,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from convlens.inspect.dump import dump_info, read_activations
+    from convlens.inspect.dump import dump_activations, dump_info, read_activations
     from convlens.inspect.layers import LayerRow, LayerTable, layers
     from convlens.inspect.stats import LayerStats, StatsReport, channel_stats
     from convlens.inspect.topk import TopK, TopKReport, topk_examples

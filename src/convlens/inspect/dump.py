@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from torch import Tensor
 
 from convlens.errors import ConfigError, DataError, LayerError, unknown_name
 
-__all__ = ["FORMAT", "ActivationWriter", "dump_info", "read_activations"]
+__all__ = ["FORMAT", "ActivationWriter", "dump_activations", "dump_info", "read_activations"]
 
 FORMAT = "convlens-activations"
 MANIFEST = "manifest.json"
@@ -116,6 +117,35 @@ class ActivationWriter:
     def abort(self) -> None:
         """Remove the partial dump; the target is left as it was."""
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def dump_activations(
+    model: torch.nn.Module,
+    data: Any,
+    layers: str | Sequence[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    batch_size: int = 256,
+    dtype: torch.dtype = torch.float32,
+    shard_mb: float = 32.0,
+    progress: bool | None = None,
+) -> Path:
+    """Stream ``data`` through ``model`` and write the outputs of ``layers`` to ``out_dir``.
+
+    One pass in eval mode without gradients; memory stays at one batch plus one shard per
+    layer. Returns the dump directory (see :func:`read_activations`). To get statistics in
+    the same pass, use ``channel_stats(..., dump_to=out_dir)``.
+    """
+    from convlens.inspect.passes import run_pass
+
+    writer = ActivationWriter(out_dir, dtype=dtype, shard_mb=shard_mb)
+    try:
+        n, shapes = run_pass(model, data, layers, [writer], batch_size=batch_size, progress=progress,
+                             description="activations")
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.close(n, shapes)
 
 
 def dump_info(path: str | os.PathLike[str]) -> dict[str, Any]:
