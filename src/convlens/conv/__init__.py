@@ -19,18 +19,28 @@ from convlens.conv.arithmetic import (
     output_size,
     receptive_field_stack,
 )
+from convlens.conv.explain import Explanation, explain, parse_matrix, to_float_image
+from convlens.conv.kernels import KERNELS, apply, kernel, list_kernels
 from convlens.conv.ops import avg_pool2d, conv2d, conv_transpose2d, max_pool2d, pad2d
 
 __all__ = [
+    "KERNELS",
+    "Explanation",
     "FieldTable",
     "Geometry",
     "LayerField",
     "LayerSpec",
+    "apply",
     "avg_pool2d",
     "conv2d",
     "conv_transpose2d",
+    "explain",
+    "kernel",
+    "list_kernels",
     "max_pool2d",
     "output_size",
     "pad2d",
+    "parse_matrix",
     "receptive_field_stack",
+    "to_float_image",
 ]

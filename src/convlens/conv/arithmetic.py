@@ -459,11 +459,9 @@ class Geometry:
 # ----------------------------------------------------------------- tables of layers
 def _fmt_pair(v: tuple[Any, Any]) -> str:
     def one(x: Any) -> str:
-        if isinstance(x, float):
-            return f"{x:g}"
-        return str(x)
+        return f"{x:g}" if isinstance(x, float) else str(x)
 
-    return f"{one(v[0])}×{one(v[1])}" if v[0] != v[1] or not isinstance(v[0], int) else f"{v[0]}"
+    return one(v[0]) if v[0] == v[1] else f"{one(v[0])}×{one(v[1])}"
 
 
 @dataclass
@@ -534,6 +532,8 @@ class FieldTable(Sequence[LayerField]):
 
     rows: list[LayerField] = field(default_factory=list)
     input_shape: tuple[int, ...] = ()
+    total_params: int | None = None
+    total_macs: int | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -572,7 +572,13 @@ class FieldTable(Sequence[LayerField]):
             if n == 0:
                 lines.append("  ".join("-" * w for w in widths))
         shape = "×".join(str(v) for v in self.input_shape)
-        return (f"input {shape}\n" if shape else "") + "\n".join(lines)
+        footer = []
+        if self.total_params is not None:
+            footer.append(f"{self.total_params:,} parameters")
+        if self.total_macs is not None:
+            footer.append(f"{self.total_macs:,} MACs per sample")
+        text = (f"input {shape}\n" if shape else "") + "\n".join(lines)
+        return text + ("\n" + ", ".join(footer) if footer else "")
 
 
 @dataclass(frozen=True)
