@@ -35,12 +35,14 @@ import convlens
 from zoo import ResNet18, SeedCNN, seeded
 
 
-def _timer(fn: Callable[[], object], inner: int) -> Callable[[], float]:
-    def run() -> float:
-        t0 = time.perf_counter()
+def _timer(fn: Callable[[], object], inner: int) -> Callable[[], tuple[float, float]]:
+    """Wall-clock and process CPU seconds per call, over ``inner`` calls."""
+
+    def run() -> tuple[float, float]:
+        c0, t0 = time.process_time(), time.perf_counter()
         for _ in range(inner):
             fn()
-        return (time.perf_counter() - t0) / inner
+        return (time.perf_counter() - t0) / inner, (time.process_time() - c0) / inner
 
     return run
 
@@ -76,7 +78,7 @@ def bench(model: torch.nn.Module, x: torch.Tensor, layers: list[str], reps: int,
 
     variants = {"plain": plain, "with": with_block, "streaming": streaming, "captum": captum}
     timers = {k: _timer(v, inner) for k, v in variants.items()}
-    times: dict[str, list[float]] = {k: [] for k in variants}
+    times: dict[str, list[tuple[float, float]]] = {k: [] for k in variants}
     names = list(variants)
     with torch.no_grad(), stream:
         for _ in range(3):  # warm-up
@@ -96,7 +98,18 @@ def bench(model: torch.nn.Module, x: torch.Tensor, layers: list[str], reps: int,
                         stream.__enter__()
         finally:
             gc.enable()
-    result = {k: statistics.median(v) for k, v in times.items()}
+    # medians of times, and medians of the ratios paired within one repetition (robust to
+    # drifting background load), for wall-clock and for process CPU time
+    result: dict[str, float] = {}
+    for k, v in times.items():
+        result[k] = statistics.median(w for w, _ in v)
+        result[f"ratio {k}"] = statistics.median(w / p[0] for (w, _), p in zip(v, times["plain"], strict=True))
+        result[f"cpu ratio {k}"] = statistics.median(
+            c / max(p[1], 1e-9) for (_, c), p in zip(v, times["plain"], strict=True)
+        )
+    result["ratio with/captum"] = statistics.median(
+        w / c[0] for (w, _), c in zip(times["with"], times["captum"], strict=True)
+    )
     # page faults per call: memory the OS had to hand out again (explains small-model costs)
     with torch.no_grad():
         for k, fn in variants.items():
@@ -133,16 +146,18 @@ def main() -> None:
         t = bench(model, x, layers, max(5, int(reps * scale)), inner)
         p = t["plain"]
 
-        def cell(k: str, p: float = p, t: dict[str, float] = t) -> str:
-            return f"{t[k] / p:5.3f}x {t[k] * 1e3:6.2f}"
+        def cell(k: str, t: dict[str, float] = t) -> str:
+            return f"{t['ratio ' + k]:5.3f}x {t[k] * 1e3:6.2f}"
 
         faults = "/".join(f"{t['faults ' + k]:.0f}" for k in ("plain", "with", "streaming", "captum"))
+        cpu = " ".join(f"{t['cpu ratio ' + k]:.3f}x" for k in ("with", "streaming", "captum"))
         print(
             f"{name:<10} {shape[0]:>5}  {p * 1e3:6.2f} ms  {cell('with')}  {cell('streaming')}  "
-            f"{cell('captum')}  {t['with'] / t['captum']:5.3f}x  {faults}"
+            f"{cell('captum')}  {t['ratio with/captum']:5.3f}x     {faults}  [cpu {cpu}]"
         )
-    print("cells: ratio to plain, then milliseconds per forward pass; faults: minor page faults per "
-          "call (plain/with/streaming/captum)")
+    print("cells: median ratio to plain (paired per repetition), then median milliseconds per call;\n"
+          "faults: minor page faults per call (plain/with/streaming/captum);\n"
+          "[cpu ...]: the same ratios in process CPU time (with, streaming, captum)")
 
 
 if __name__ == "__main__":
