@@ -5,12 +5,16 @@ unless CONVLENS_DEBUG=1; the happy paths write their figures."""
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -80,6 +84,50 @@ def test_missing_data_says_how_to_fix(run_dir: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("which", ["t10k-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"])
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("cmd", [("download",), ("download", "mnist"), ("maps", "RUN", "--digit", "7")])
+def test_no_data_and_no_network_says_how_to_fix(run_dir: Path, tmp_path: Path, cmd: tuple[str, ...]) -> None:
+    # a new user offline: no --data-dir, no CONVLENS_DATA_DIR, the download fails
+    env = {"CONVLENS_DATA_DIR": "", "CONVLENS_CACHE_DIR": str(tmp_path / "cache"),
+           "CONVLENS_MIRROR": f"http://127.0.0.1:{_closed_port()}/"}
+    line = one_error_line(convlens(*[str(run_dir) if a == "RUN" else a for a in cmd], env=env),
+                          "could not download", "127.0.0.1", "--data-dir", "CONVLENS_DATA_DIR")
+    assert "connection" in line.lower() or "refused" in line.lower()
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]  # nothing half-written
+
+
+def test_download_with_a_checksum_mismatch_keeps_nothing(tmp_path: Path) -> None:
+    # a mirror that serves the offline copy: not the official files, so checksums differ
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(mnist_path()))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        env = {"CONVLENS_DATA_DIR": "", "CONVLENS_CACHE_DIR": str(tmp_path / "cache"),
+               "CONVLENS_MIRROR": f"http://127.0.0.1:{server.server_address[1]}/"}
+        one_error_line(convlens("download", env=env), "checksum mismatch", "train-images-idx3-ubyte.gz",
+                       "--data-dir")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+
+
+def test_unknown_dataset(tmp_path: Path) -> None:
+    one_error_line(convlens("download", "mnits", env={"CONVLENS_CACHE_DIR": str(tmp_path)}),
+                   "unknown dataset 'mnits'", "did you mean 'mnist'")
+    one_error_line(convlens("train", "--dataset", "fashion", "--out", tmp_path / "r"), "unknown dataset 'fashion'")
+
+
 def test_truncated_idx_names_the_file(tiny_dir: Path, tmp_path: Path, which: str) -> None:
     bad = tmp_path / "bad"
     shutil.copytree(tiny_dir, bad)
