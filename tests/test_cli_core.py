@@ -186,6 +186,14 @@ def test_a_directory_that_is_not_a_run(tmp_path: Path) -> None:
     one_error_line(convlens("filters", tmp_path), str(tmp_path), "config.json is missing")
 
 
+def test_corrupt_snapshots_in_a_run(run_dir: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "run"
+    shutil.copytree(run_dir, broken)
+    (broken / "snapshots" / "filters.safetensors").write_bytes(b"garbage\n")
+    one_error_line(convlens("filters", broken, "--evolution", "--out", tmp_path / "figs"),
+                   str(broken / "snapshots" / "filters.safetensors"))
+
+
 def test_other_user_errors(run_dir: Path, tmp_path: Path) -> None:
     one_error_line(convlens("maps", run_dir), "exactly one input")
     one_error_line(convlens("train", "--arch", "seed_cnn", "--out", tmp_path / "r"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -87,6 +88,18 @@ def test_snapshots_round_trip(tmp_path: Path) -> None:
     assert all(torch.equal(back[s], snaps[s]) for s in snaps)
     run = load_run(tmp_path / "run")
     assert run.snapshot_layer == "conv1" and sorted(run.snapshots()) == [0, 50, 117]
+
+
+def test_corrupt_snapshots_give_a_run_error(tmp_path: Path) -> None:
+    saved(tmp_path / "run", snapshots={0: torch.randn(16, 1, 5, 5)})
+    f = tmp_path / "run" / "snapshots" / "filters.safetensors"
+    f.write_bytes(b"garbage\n")
+    run = load_run(tmp_path / "run")  # the model itself is fine
+    with pytest.raises(RunError) as info:
+        run.snapshots()
+    assert str(f) in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(RunError, match=re.escape(str(f))):
+        load_snapshots(tmp_path / "run")
 
 
 def test_a_custom_colour_config_round_trips(tmp_path: Path) -> None:
