@@ -80,6 +80,9 @@ def test_missing_data_says_how_to_fix(run_dir: Path, tmp_path: Path) -> None:
                           "CONVLENS_DATA_DIR", "download")
     one_error_line(convlens("train", "--steps", "1", "--out", tmp_path / "r", "--data-dir", tmp_path / "absent"),
                    str(tmp_path / "absent"), "does not exist")
+    one_error_line(convlens("demo", "--out", tmp_path / "demo", "--data-dir", tmp_path / "empty"),
+                   str(tmp_path / "empty"), "download")
+    assert not (tmp_path / "demo").exists()
     assert not (tmp_path / "r").exists()
 
 
