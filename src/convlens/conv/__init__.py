@@ -17,10 +17,12 @@ from convlens.conv.arithmetic import (
     LayerField,
     LayerSpec,
     output_size,
+    parse_layer,
+    parse_params,
     receptive_field_stack,
 )
 from convlens.conv.explain import Explanation, explain, parse_matrix, to_float_image
-from convlens.conv.kernels import KERNELS, apply, kernel, list_kernels
+from convlens.conv.kernels import KERNELS, apply, filter_map, kernel, list_kernels
 from convlens.conv.ops import avg_pool2d, conv2d, conv_transpose2d, max_pool2d, pad2d
 
 __all__ = [
@@ -35,12 +37,15 @@ __all__ = [
     "conv2d",
     "conv_transpose2d",
     "explain",
+    "filter_map",
     "kernel",
     "list_kernels",
     "max_pool2d",
     "output_size",
     "pad2d",
+    "parse_layer",
     "parse_matrix",
+    "parse_params",
     "receptive_field_stack",
     "to_float_image",
 ]

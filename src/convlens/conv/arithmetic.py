@@ -604,6 +604,85 @@ class LayerSpec:
 
 
 _SPEC_KINDS = ("conv", "maxpool", "avgpool", "transpose")
+_KEYS = {
+    "k": "kernel_size", "kernel": "kernel_size", "kernel_size": "kernel_size",
+    "s": "stride", "stride": "stride",
+    "p": "padding", "pad": "padding", "padding": "padding",
+    "d": "dilation", "dil": "dilation", "dilation": "dilation",
+    "op": "output_padding", "output_padding": "output_padding",
+    "mode": "padding_mode", "padding_mode": "padding_mode",
+    "ceil": "ceil_mode", "ceil_mode": "ceil_mode",
+    "in": "in_channels", "in_channels": "in_channels",
+    "out": "out_channels", "out_channels": "out_channels",
+    "g": "groups", "groups": "groups",
+}
+
+
+def _value(key: str, raw: str) -> Any:
+    raw = raw.strip()
+    if key == "padding_mode":
+        return raw
+    if key == "ceil_mode":
+        if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
+            raise ConfigError(f"ceil={raw!r}: use ceil=1 or ceil=0")
+        return raw.lower() in ("1", "true", "yes")
+    if key == "padding" and raw in ("same", "valid"):
+        return raw
+    try:
+        parts = [int(v) for v in raw.lower().replace("×", "x").split("x")]
+    except ValueError:
+        raise ConfigError(f"{key}={raw!r}: expected a whole number or HxW, e.g. 3 or 3x1") from None
+    if len(parts) == 1:
+        return parts[0]
+    if len(parts) == 2 and key not in ("in_channels", "out_channels", "groups"):
+        return (parts[0], parts[1])
+    raise ConfigError(f"{key}={raw!r}: expected a whole number or HxW, e.g. 3 or 3x1")
+
+
+def parse_params(text: str) -> dict[str, Any]:
+    """Parse ``"k=5,s=2,p=1,d=1"`` into keyword arguments (PyTorch's names).
+
+    Short keys: ``k`` kernel_size, ``s`` stride, ``p`` padding (a number, ``HxW``,
+    ``same`` or ``valid``), ``d`` dilation, ``op`` output_padding, ``mode``
+    padding_mode, ``ceil`` ceil_mode, ``in``/``out`` channels, ``g`` groups.
+
+    >>> parse_params("k=3x1, s=2, p=same")
+    {'kernel_size': (3, 1), 'stride': 2, 'padding': 'same'}
+    """
+    out: dict[str, Any] = {}
+    for item in text.replace(";", ",").split(","):
+        if not item.strip():
+            continue
+        key, sep, raw = item.partition("=")
+        key = key.strip().lower()
+        if not sep or key not in _KEYS:
+            raise ConfigError(
+                f"{item.strip()!r}: write key=value pairs such as k=5,s=2,p=1,d=1 "
+                f"(keys: {', '.join(sorted(set(_KEYS) - set(_KEYS.values())))})"
+            )
+        name = _KEYS[key]
+        out[name] = _value(name, raw)
+    return out
+
+
+def parse_layer(text: str) -> LayerSpec:
+    """Parse ``"conv:k=5,p=2"``, ``"maxpool:k=2"`` or ``"transpose:k=3,s=2"`` into a
+    :class:`LayerSpec` (pooling strides default to the kernel size).
+
+    >>> parse_layer("maxpool:k=2").stride is None
+    True
+    """
+    kind, _, rest = text.partition(":")
+    kind = kind.strip().lower()
+    if kind not in _SPEC_KINDS:
+        raise ConfigError(unknown_name("layer kind", kind, _SPEC_KINDS))
+    params = parse_params(rest)
+    params.pop("padding_mode", None)
+    if "kernel_size" not in params:
+        raise ConfigError(f"layer {text!r}: give the kernel size, e.g. {kind}:k=3")
+    if kind in ("maxpool", "avgpool"):
+        params.setdefault("stride", None)
+    return LayerSpec(kind=kind, **params)
 
 
 def receptive_field_stack(
@@ -630,6 +709,8 @@ def receptive_field_stack(
             raise ConfigError(unknown_name("layer kind", spec.kind, _SPEC_KINDS))
         name = spec.name or f"{n}"
         params = macs = 0
+        if spec.in_channels is not None:
+            channels = spec.in_channels
         if spec.kind == "conv":
             if spec.stride is None:
                 raise ConfigError(f"layer {name}: stride=None is only valid for pooling")
@@ -690,6 +771,8 @@ __all__ = [
     "effective_kernel",
     "output_size",
     "pair",
+    "parse_layer",
+    "parse_params",
     "plan_conv",
     "plan_pool",
     "plan_transpose",

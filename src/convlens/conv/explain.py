@@ -151,7 +151,7 @@ def _as_chw(image: ArrayLike) -> NDArray[np.float64]:
 def explain(
     image: ArrayLike,
     kernel: ArrayLike,
-    position: tuple[int, int] = (0, 0),
+    position: tuple[int, int] | None = None,
     *,
     bias: float = 0.0,
     stride: IntOrPair = 1,
@@ -163,9 +163,10 @@ def explain(
     """Explain output ``position`` of the convolution of ``image`` with ``kernel``.
 
     ``image`` is H×W or C×H×W; ``kernel`` is kh×kw (for one channel) or C×kh×kw;
-    the parameters mean what they mean in :func:`convlens.conv.conv2d`. A position
-    outside the output map raises :class:`~convlens.errors.ConfigError` naming the
-    valid range.
+    the parameters mean what they mean in :func:`convlens.conv.conv2d`. ``position``
+    defaults to the strongest response (largest absolute output value, first in
+    reading order). A position outside the output map raises
+    :class:`~convlens.errors.ConfigError` naming the valid range.
     """
     x = _as_chw(image)
     k = np.asarray(kernel, dtype=np.float64)
@@ -188,6 +189,9 @@ def explain(
         position=(0, 0), rows=np.zeros(0, np.int64), cols=np.zeros(0, np.int64),
         window=np.zeros(0), products=np.zeros(0), in_image=np.zeros(0, bool),
     )
+    if position is None:
+        flat = int(np.argmax(np.abs(output)))
+        position = (flat // output.shape[1], flat % output.shape[1])
     return _at(base, position)
 
 

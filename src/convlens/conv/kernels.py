@@ -25,7 +25,7 @@ from convlens.conv.arithmetic import IntOrPair
 from convlens.conv.ops import conv2d
 from convlens.errors import ConfigError, unknown_name
 
-__all__ = ["KERNELS", "KernelInfo", "apply", "kernel", "list_kernels", "register_kernel"]
+__all__ = ["KERNELS", "KernelInfo", "apply", "filter_map", "kernel", "list_kernels", "register_kernel"]
 
 
 @dataclass(frozen=True)
@@ -182,3 +182,42 @@ def apply(
         groups=c, padding_mode=padding_mode, flip=flip,
     )
     return out if x.ndim == 4 else out[0] if x.ndim == 3 else out[0, 0]
+
+
+def filter_map(
+    image: ArrayLike,
+    weight: ArrayLike,
+    bias: float = 0.0,
+    *,
+    stride: IntOrPair = 1,
+    padding: IntOrPair | str = 0,
+    dilation: IntOrPair = 1,
+    padding_mode: str = "zeros",
+    flip: bool = False,
+) -> NDArray[Any]:
+    """The single feature map one filter makes from ``image`` (H×W or C×H×W).
+
+    ``weight`` is a full filter C×kh×kw (a learned filter: the channels are summed,
+    as in ``nn.Conv2d``) or a kh×kw kernel, which is then applied to the mean of the
+    channels (for one channel, simply to the image).
+
+    >>> filter_map(np.ones((2, 4, 4)), np.ones((3, 3)))
+    array([[9., 9.],
+           [9., 9.]])
+    """
+    x = np.asarray(image)
+    x = x[None] if x.ndim == 2 else x
+    if x.ndim != 3:
+        raise ConfigError(f"image of shape {x.shape}: expected H×W or C×H×W")
+    w = np.asarray(weight, dtype=np.float64)
+    if w.ndim == 2:
+        w = np.broadcast_to(w / x.shape[0], (x.shape[0], *w.shape))
+    if w.ndim != 3:
+        raise ConfigError(f"filter of shape {w.shape}: expected kh×kw or C×kh×kw")
+    if w.shape[0] != x.shape[0]:
+        raise ConfigError(
+            f"filter of shape {w.shape} has {w.shape[0]} input channels but the image has "
+            f"{x.shape[0]}; a learned filter applies to its own layer's input"
+        )
+    out = conv2d(x[None], w[None], [bias], stride, padding, dilation, padding_mode=padding_mode, flip=flip)
+    return out[0, 0]

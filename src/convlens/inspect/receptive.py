@@ -44,7 +44,7 @@ from convlens.errors import ConfigError, LayerError, unknown_name
 from convlens.inspect._state import evaluating
 from convlens.inspect.layers import input_batch
 
-__all__ = ["ConvFilter", "conv_filter", "receptive_field"]
+__all__ = ["ConvFilter", "conv_filter", "layer_input", "receptive_field"]
 
 Pair = tuple[int, int]
 
@@ -436,3 +436,51 @@ def conv_filter(model: nn.Module, spec: str) -> ConvFilter:
         groups=module.groups,
     )
 
+
+
+class _Reached(Exception):
+    """Raised by a one-shot pre-hook to stop the forward pass at the layer."""
+
+
+def layer_input(model: nn.Module, layer: str, x: Any) -> np.ndarray:
+    """The tensor ``layer`` receives when ``model`` runs on one sample ``x``, as float64 C×H×W.
+
+    ``x`` is C×H×W or 1×C×H×W (a tensor or an array, already normalised as the model
+    expects). The forward pass stops at the layer; the model runs in eval mode without
+    gradients and is left as it was.
+
+    >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2), nn.Conv2d(2, 4, 3))
+    >>> layer_input(net, "2", torch.zeros(1, 8, 8)).shape
+    (2, 3, 3)
+    """
+    names = dict(model.named_modules())
+    if layer not in names or layer == "":
+        raise LayerError(unknown_name("layer", layer, [n for n in names if n]))
+    t = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x)
+    if t.dim() == 3:
+        t = t[None]
+    if t.dim() != 4 or t.shape[0] != 1:
+        raise ConfigError(f"input of shape {tuple(t.shape)}: expected one sample C×H×W")
+    got: dict[str, Tensor] = {}
+
+    def grab(module: nn.Module, args: tuple[Any, ...]) -> None:
+        got["x"] = args[0].detach()
+        raise _Reached
+
+    param = next(iter(model.parameters()), None)
+    if param is not None:
+        t = t.to(param.device, param.dtype if param.is_floating_point() else t.dtype)
+    handle = names[layer].register_forward_pre_hook(grab)
+    try:
+        with evaluating(model), contextlib.suppress(_Reached):
+            model(t)
+    except Exception as exc:
+        raise ConfigError(
+            f"the model failed on an input of shape {tuple(t.shape[1:])} before reaching {layer!r}: "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from exc
+    finally:
+        handle.remove()
+    if "x" not in got:
+        raise ConfigError(f"layer {layer!r} did not run in the forward pass")
+    return got["x"][0].to("cpu", torch.float64).numpy().copy()
