@@ -98,7 +98,6 @@ def explanation_table(e: Explanation, *, max_channels: int = 3) -> Any:
         grid = Table(
             title=(f"channel {ch}: " if n_ch > 1 else "") + "input×weight, product below",
             title_justify="left", show_lines=True,
-            caption="· marks a tap in the padding" if not e.in_image.all() else None, caption_justify="left",
         )
         grid.add_column("row \\ col", justify="right", style="dim")
         for b in range(kw):
@@ -114,6 +113,8 @@ def explanation_table(e: Explanation, *, max_channels: int = 3) -> Any:
                 cells.append(Text(cell, style=style))
             grid.add_row(str(int(image_rows[a])), *cells)
         parts.append(grid)
+    if not e.in_image.all():
+        parts.append(Text(f"· marks the {e.taps_in_padding} taps in the {e.padding_mode} padding", style="dim"))
     parts.append(
         Text.from_markup(
             f"Σ of {e.products.size} products = {float(e.products.sum()):.6g};  + bias {e.bias:.6g}  "
