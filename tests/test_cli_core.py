@@ -86,7 +86,6 @@ def test_missing_data_says_how_to_fix(run_dir: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "r").exists()
 
 
-@pytest.mark.parametrize("which", ["t10k-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"])
 def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -131,6 +130,7 @@ def test_unknown_dataset(tmp_path: Path) -> None:
     one_error_line(convlens("train", "--dataset", "fashion", "--out", tmp_path / "r"), "unknown dataset 'fashion'")
 
 
+@pytest.mark.parametrize("which", ["t10k-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"])
 def test_truncated_idx_names_the_file(tiny_dir: Path, tmp_path: Path, which: str) -> None:
     bad = tmp_path / "bad"
     shutil.copytree(tiny_dir, bad)
