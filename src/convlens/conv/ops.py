@@ -38,7 +38,7 @@ __all__ = ["avg_pool2d", "conv2d", "conv_transpose2d", "max_pool2d", "pad2d"]
 
 # im2col materialises C*kh*kw*Ho*Wo values per sample; batches are split so that one
 # chunk stays below this many elements (64 MiB of float32).
-_IM2COL_BUDGET = 1 << 24
+_IM2COL_BUDGET = 1 << 20
 _NP_PAD_MODE = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
 
@@ -238,18 +238,21 @@ def _correlate_rows(
         writeable=False,
     )
     wmat = np.ascontiguousarray(w).reshape(groups, cog, k)
-    full = np.empty((groups, cog, n * length), dtype=x.dtype)
     step = max(1, _IM2COL_BUDGET // max(c * kh * kw * length, 1))
+    cols_buf = np.empty(groups * k * min(step, n) * length, dtype=x.dtype)
+    prod_buf = np.empty(c_out * min(step, n) * length, dtype=x.dtype)
     for n0 in range(0, n, step):
-        n1 = min(n, n0 + step)
-        cols = np.empty((groups, k, (n1 - n0) * length), dtype=x.dtype)
-        np.copyto(cols.reshape(groups, cg, kh, kw, n1 - n0, length), view[:, :, :, :, n0:n1])
-        np.matmul(wmat, cols, out=full[:, :, n0 * length : n1 * length])
-    result = full.reshape(c_out, n, ho, wp)[:, :, :, :wo].transpose(1, 0, 2, 3)
-    if bias is None:
-        np.copyto(out, result)
-    else:
-        np.add(result, bias[:, None, None], out=out)
+        m = min(n, n0 + step) - n0
+        cols = cols_buf[: groups * k * m * length].reshape(groups, k, m * length)
+        np.copyto(cols.reshape(groups, cg, kh, kw, m, length), view[:, :, :, :, n0 : n0 + m])
+        prod = prod_buf[: c_out * m * length].reshape(groups, cog, m * length)
+        np.matmul(wmat, cols, out=prod)
+        # (C_out, m, Ho, Wp) -> drop the extra columns -> (m, C_out, Ho, Wo)
+        result = prod.reshape(c_out, m, ho, wp)[:, :, :, :wo].transpose(1, 0, 2, 3)
+        if bias is None:
+            np.copyto(out[n0 : n0 + m], result)
+        else:
+            np.add(result, bias[:, None, None], out=out[n0 : n0 + m])
 
 
 def _correlate_nhwc(
@@ -291,19 +294,21 @@ def _correlate_nhwc(
     wmat = np.ascontiguousarray(
         w.reshape(groups, cog, cg, kh, kw).transpose(0, 3, 4, 2, 1)
     ).reshape(groups, k, cog)
-    full = np.empty((groups, n * pixels, cog), dtype=x.dtype)
     step = max(1, _IM2COL_BUDGET // max(c * kh * kw * pixels, 1))
+    cols_buf = np.empty(groups * min(step, n) * pixels * k, dtype=x.dtype)
+    prod_buf = np.empty(c_out * min(step, n) * pixels, dtype=x.dtype)
     for n0 in range(0, n, step):
-        n1 = min(n, n0 + step)
-        cols = np.empty((groups, (n1 - n0) * pixels, k), dtype=x.dtype)
-        np.copyto(cols.reshape(groups, n1 - n0, ho, wo, kh, kw, cg), view[:, n0:n1])
-        np.matmul(cols, wmat, out=full[:, n0 * pixels : n1 * pixels])
-    # (G, N, Ho, Wo, C_out/G) -> (N, C_out, Ho, Wo)
-    result = full.reshape(groups, n, ho, wo, cog).transpose(1, 0, 4, 2, 3).reshape(n, c_out, ho, wo)
-    if bias is None:
-        np.copyto(out, result)
-    else:
-        np.add(result, bias[:, None, None], out=out)
+        m = min(n, n0 + step) - n0
+        cols = cols_buf[: groups * m * pixels * k].reshape(groups, m * pixels, k)
+        np.copyto(cols.reshape(groups, m, ho, wo, kh, kw, cg), view[:, n0 : n0 + m])
+        prod = prod_buf[: c_out * m * pixels].reshape(groups, m * pixels, cog)
+        np.matmul(cols, wmat, out=prod)
+        # (G, m, Ho, Wo, C_out/G) -> (m, C_out, Ho, Wo)
+        result = prod.reshape(groups, m, ho, wo, cog).transpose(1, 0, 4, 2, 3).reshape(m, c_out, ho, wo)
+        if bias is None:
+            np.copyto(out[n0 : n0 + m], result)
+        else:
+            np.add(result, bias[:, None, None], out=out[n0 : n0 + m])
 
 
 def conv_transpose2d(
