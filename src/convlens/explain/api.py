@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import functools
 import inspect
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
 from torch import Tensor, nn
 
 from convlens.errors import ConfigError
-from convlens.explain.base import Explanation, Method, eval_mode, prepare, run_pass
+from convlens.explain.base import Explanation, Method, prepare, run_pass
 from convlens.explain.registry import METHODS, get_method
 from convlens.explain.targets import Target
 
@@ -60,6 +61,31 @@ def make_method(method: MethodSpec, model: nn.Module, layer: str | Sequence[str]
     return cls(model, layer, **options)
 
 
+_METHODS: weakref.WeakKeyDictionary[nn.Module, dict[Any, Method]] = weakref.WeakKeyDictionary()
+
+
+def _cached_method(method: MethodSpec, model: nn.Module, layer: str | Sequence[str] | None,
+                   options: dict[str, Any]) -> Method:
+    """:func:`make_method`, remembered per model for repeated calls with the same hashable
+    arguments (a method holds only its settings and the layer modules, re-checked here)."""
+    if not isinstance(model, nn.Module):
+        return make_method(method, model, layer, **options)  # raises the user-facing error
+    try:
+        key = (method, layer if layer is None or isinstance(layer, str) else tuple(layer),
+               tuple(sorted(options.items())))
+        hash(key)
+    except TypeError:
+        return make_method(method, model, layer, **options)
+    cache = _METHODS.get(model)
+    if cache is None:
+        cache = _METHODS[model] = {}
+    found = cache.get(key)
+    if found is not None and all(model.get_submodule(n) is mod for n, mod in found._modules.items()):
+        return found
+    built = cache[key] = make_method(method, model, layer, **options)
+    return built
+
+
 def run_methods(model: nn.Module, x: Tensor, methods: Sequence[Method], target: Target = None) -> list[Explanation]:
     """Explain ``x`` with every method in ``methods``, sharing one forward pass and its
     backward passes (see :func:`convlens.explain.base.run_pass`)."""
@@ -68,7 +94,9 @@ def run_methods(model: nn.Module, x: Tensor, methods: Sequence[Method], target: 
     union: dict[str, nn.Module] = {}
     for mine in layers:
         union.update(mine)
-    with eval_mode(model, training):
+    for m in training:  # eval mode for the call (see convlens.explain.base.eval_mode)
+        m.training = False
+    try:
         p = run_pass(
             model, x, target, union,
             layer_gradients=any(m.wants_layer_gradients for m in methods),
@@ -76,6 +104,9 @@ def run_methods(model: nn.Module, x: Tensor, methods: Sequence[Method], target: 
             guided=any(m.wants_guided_gradients for m in methods),
         )
         return [m.explain(p, tuple(names)) for m, names in zip(methods, layers, strict=True)]
+    finally:
+        for m in training:
+            m.training = True
 
 
 def cam(
@@ -110,7 +141,7 @@ def cam(
     >>> result.maps.shape, result.raw.shape                                     # doctest: +SKIP
     (torch.Size([1, 28, 28]), torch.Size([1, 14, 14]))
     """
-    return run_methods(model, x, [make_method(method, model, layer, **options)], target)[0]
+    return run_methods(model, x, [_cached_method(method, model, layer, options)], target)[0]
 
 
 def explain(

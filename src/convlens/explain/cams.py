@@ -14,7 +14,6 @@ import contextlib
 from collections.abc import Callable, Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from convlens.explain.base import (
@@ -26,6 +25,7 @@ from convlens.explain.base import (
     forward_batches,
     normalise,
     rows,
+    upsample,
 )
 from convlens.explain.registry import register_method
 from convlens.explain.targets import call_target
@@ -177,8 +177,7 @@ class ScoreCAM(Perturbation, LayerMethod):
 
         def make(start: int, stop: int) -> Tensor:
             ni, ki = n_idx[start:stop], k_idx[start:stop]
-            up = F.interpolate(a[ni, ki].unsqueeze(1), size=size, mode="bilinear", align_corners=False)
-            return p.x[ni] * normalise(up[:, 0]).unsqueeze(1)
+            return p.x[ni] * normalise(upsample(a[ni, ki], size)).unsqueeze(1)
 
         weights = a.new_zeros(n, k, p.plan.rounds)
         if n_idx.numel():
