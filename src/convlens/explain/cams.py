@@ -171,7 +171,7 @@ class ScoreCAM(Perturbation, LayerMethod):
     def _layer_raw(self, p: Pass, layer: str) -> Tensor:
         a = p.activations[layer]
         n, k = a.shape[:2]
-        size = p.x.shape[-2:]
+        size = (int(p.x.shape[-2]), int(p.x.shape[-1]))
         flat = a.flatten(2)
         n_idx, k_idx = _live_pairs(a, flat.amax(2) > flat.amin(2))
 
