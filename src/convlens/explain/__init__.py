@@ -24,26 +24,48 @@ from convlens.explain.base import (
     normalise,
     upsample,
 )
+from convlens.explain.faithfulness import (
+    FaithfulnessReport,
+    MethodScores,
+    SanityCheck,
+    auc,
+    average_drop_increase,
+    blur,
+    faithfulness,
+    perturbation_curves,
+    sanity_check,
+    spearman,
+)
 from convlens.explain.registry import METHODS, get_method, list_methods, register_method
 from convlens.explain.targets import Target, parse_target
 
 __all__ = [
     "METHODS",
     "Explanation",
+    "FaithfulnessReport",
     "GradientCAM",
     "InputMethod",
     "LayerMethod",
     "Method",
+    "MethodScores",
+    "SanityCheck",
     "Target",
+    "auc",
+    "average_drop_increase",
+    "blur",
     "cam",
     "default_layer",
     "explain",
+    "faithfulness",
     "get_method",
     "list_methods",
     "make_method",
     "method_options",
     "normalise",
     "parse_target",
+    "perturbation_curves",
     "register_method",
+    "sanity_check",
+    "spearman",
     "upsample",
 ]
