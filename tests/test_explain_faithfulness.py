@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
@@ -35,7 +36,7 @@ def digits(mnist_dir: Path) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
 
 def _trapezoid(y: list[float]) -> float:
     h = 1 / (len(y) - 1)
-    return sum((a + b) / 2 * h for a, b in zip(y[:-1], y[1:], strict=True))
+    return sum((a + b) / 2 * h for a, b in itertools.pairwise(y))
 
 
 def _direct_curve(model: nn.Module, x: torch.Tensor, heat: torch.Tensor, cls: int, steps: int,
