@@ -375,6 +375,21 @@ class FaithfulnessReport:
             for s in self.scores.values()
         ]
 
+    def to_dict(self) -> dict[str, Any]:
+        """Everything as plain JSON-ready values: settings, rows, mean curves, sanity steps."""
+        return {
+            "n_images": self.n_images,
+            "steps": self.steps,
+            "fractions": self.fractions.tolist(),
+            "methods": [
+                {**row, "key": s.method, "deletion_curve": s.deletion.tolist(), "insertion_curve": s.insertion.tolist(),
+                 "sanity": None if s.sanity is None else {
+                     "steps": s.sanity.steps, "correlation": s.sanity.correlation, "threshold": s.sanity.threshold,
+                     "message": s.sanity.message()}}
+                for row, s in zip(self.rows(), self.scores.values(), strict=True)
+            ],
+        }
+
     def curves(self) -> dict[str, dict[str, Any]]:
         """``{title: {"fractions", "deletion", "insertion"}}`` as NumPy arrays (for figures)."""
         f = self.fractions.numpy()

@@ -1,0 +1,101 @@
+"""`convlens cam` and `convlens faithfulness` on a run directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import convlens.cli.explain  # noqa: F401  (attaches the commands, as cli/__init__ will)
+from convlens.cli import main
+from convlens.data import load_dataset
+from convlens.explain import cam, faithfulness
+from convlens.models import build_model, get_config
+from convlens.models.run import DataSpec, RunConfig, load_run, save_run
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as e:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return int(e.value.code or 0), out, err
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Path:
+    torch.manual_seed(0)
+    model = build_model("seed-cnn")
+    ds = load_dataset("mnist", "test", data_dir=mnist_dir)
+    data = DataSpec(name="mnist", source=str(mnist_dir), classes=ds.classes, mean=ds.mean, std=ds.std)
+    cfg = RunConfig(model=get_config("seed-cnn"), data=data, seed=0, train={})
+    return save_run(tmp_path_factory.mktemp("runs") / "run", cfg, model.state_dict(), {"test_accuracy": 0.1})
+
+
+def test_cam_on_a_digit(run_dir: Path, mnist_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _cli(capsys, "cam", str(run_dir), "--digit", "7", "--layer", "conv2", "--target", "3",
+                          "--data-dir", str(mnist_dir), "--out", str(tmp_path))
+    assert code == 0, err
+    for ext in ("png", "svg", "json"):
+        assert (tmp_path / f"cam-gradcam-conv2.{ext}").exists()
+    ds = load_dataset("mnist", "test", data_dir=mnist_dir)
+    x, _ = ds.item(ds.index_of(7))
+    p = float(cam(load_run(run_dir).model, x, layer="conv2", target=3).probabilities[0, 3])
+    assert f"Grad-CAM for class 3 (p = {p:.2f}) at conv2" in out
+    sidecar = json.loads((tmp_path / "cam-gradcam-conv2.json").read_text())
+    assert sidecar["caption"] in out
+
+
+def test_cam_compares_methods_and_classes(run_dir: Path, mnist_dir: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _cli(capsys, "cam", str(run_dir), "--index", "0", "--methods", "gradcam,scorecam,saliency",
+                          "--batch-size", "8", "--data-dir", str(mnist_dir), "--out", str(tmp_path))
+    assert code == 0, err
+    assert (tmp_path / "cam-compare.png").exists()
+    assert "3 heatmaps for class" in out and "The model predicts" in out
+    code, out, err = _cli(capsys, "cam", str(run_dir), "--index", "0", "--target", "top2", "--method", "layercam",
+                          "--data-dir", str(mnist_dir), "--out", str(tmp_path), "--palette", "gray")
+    assert code == 0, err
+    assert "2 heatmaps for the top 2 classes (LayerCAM)" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--digit", "7", "--method", "gradcamm"], "unknown explanation method 'gradcamm': did you mean 'gradcam'"),
+        (["--digit", "7", "--layer", "conv9"], "unknown layer 'conv9'"),
+        (["--digit", "7", "--method", "saliency", "--layer", "conv1"], "reads no layer"),
+        (["--digit", "7", "--target", "11"], "out of range"),
+        (["--digit", "7", "--index", "3"], "choose exactly one input"),
+    ],
+)
+def test_cam_user_errors_are_one_line(run_dir: Path, mnist_dir: Path, capsys: pytest.CaptureFixture[str],
+                                      args: list[str], message: str) -> None:
+    code, out, err = _cli(capsys, "cam", str(run_dir), *args, "--data-dir", str(mnist_dir))
+    assert code == 1
+    assert err.startswith("convlens: error: ") and message in err and err.count("\n") == 1
+
+
+def test_faithfulness_table_curves_and_scores(run_dir: Path, mnist_dir: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _cli(capsys, "faithfulness", str(run_dir), "--methods", "gradcam,saliency", "--n", "6",
+                          "--steps", "4", "--sanity-images", "2", "--data-dir", str(mnist_dir), "--out", str(tmp_path))
+    assert code == 0, err
+    assert "Faithfulness on 6 test images of mnist" in out and "Grad-CAM" in out and "Saliency" in out
+    assert (tmp_path / "faithfulness.png").exists()
+    scores = json.loads((tmp_path / "faithfulness-scores.json").read_text())
+    assert [m["key"] for m in scores["methods"]] == ["gradcam", "saliency"]
+    ds = load_dataset("mnist", "test", data_dir=mnist_dir)
+    expected = faithfulness(load_run(run_dir).model, ds, ["gradcam", "saliency"], n=6, steps=4, sanity_images=2)
+    for got, row in zip(scores["methods"], expected.rows(), strict=True):
+        assert got["deletion_auc"] == pytest.approx(row["deletion_auc"], abs=1e-6)
+        assert got["average_drop"] == pytest.approx(row["average_drop"], abs=1e-4)
+        assert got["randomisation_correlation"] == pytest.approx(row["randomisation_correlation"], abs=1e-6)
+    assert f"{expected.rows()[0]['deletion_auc']:.3f}" in out
+
+
+def test_faithfulness_user_error(run_dir: Path, mnist_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _cli(capsys, "faithfulness", str(run_dir), "--target", "top2", "--n", "2",
+                        "--data-dir", str(mnist_dir))
+    assert code == 1 and "one class per image" in err
