@@ -72,7 +72,7 @@ def test_cam_compares_methods_and_classes(run_dir: Path, mnist_dir: Path, tmp_pa
 )
 def test_cam_user_errors_are_one_line(run_dir: Path, mnist_dir: Path, capsys: pytest.CaptureFixture[str],
                                       args: list[str], message: str) -> None:
-    code, out, err = _cli(capsys, "cam", str(run_dir), *args, "--data-dir", str(mnist_dir))
+    code, _, err = _cli(capsys, "cam", str(run_dir), *args, "--data-dir", str(mnist_dir))
     assert code == 1
     assert err.startswith("convlens: error: ") and message in err and err.count("\n") == 1
 
