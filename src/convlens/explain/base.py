@@ -146,7 +146,8 @@ class Explanation:
 
     def __repr__(self) -> str:
         where = f" at {', '.join(self.layers)}" if self.layers else ""
-        return f"Explanation({self.title}{where}, {len(self)} maps of {self.size[0]}×{self.size[1]})"
+        n = len(self)
+        return f"Explanation({self.title}{where}, {n} map{'s' * (n != 1)} of {self.size[0]}×{self.size[1]})"
 
 
 def normalise(maps: Tensor) -> Tensor:
