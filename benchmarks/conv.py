@@ -10,12 +10,13 @@ Both sides run in this process, in alternating blocks of a few calls each (a blo
 of torch calls, then a block of convlens calls, then the other order). The primary
 figure is the ratio of the *fastest* call of each side (as ``timeit`` recommends: the
 minimum is what the code costs when nothing else competes for the 2 cores); the ratio
-of medians is printed beside it. Interleaving single calls is avoided on purpose:
-torch's OpenMP threads and OpenBLAS's threads both spin-wait after a call and slow the
-other library down if called right after. Every result is checked against torch.
+of medians is printed beside it. Interleaving single calls is avoided on purpose, and
+each block starts after a short rest: torch's OpenMP threads and OpenBLAS's threads
+both spin-wait for a while after a call and slow the other library down if it runs
+right after. Every result is checked against torch.
 Prints each ratio and the geometric mean; the target is a geometric mean ≤ 3.0.
 
-Run:  python benchmarks/conv.py [--blocks N] [--calls N]
+Run:  python benchmarks/conv.py [--blocks N] [--calls N] [--pause SECONDS]
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--blocks", type=int, default=10, help="blocks of calls per side and layer")
     parser.add_argument("--calls", type=int, default=5, help="timed calls per block")
+    parser.add_argument("--pause", type=float, default=0.2, help="seconds of rest before each block")
     args = parser.parse_args()
     torch.set_num_threads(2)
     rng = np.random.default_rng(0)
@@ -78,6 +80,7 @@ def main() -> None:
         sides = [("torch", ref), ("convlens", ours)]
         for block in range(args.blocks):
             for side, fn in sides if block % 2 == 0 else sides[::-1]:
+                time.sleep(args.pause)  # let the other library's idle threads stop spinning
                 fn()  # first call of a block: wakes the thread pool, not timed
                 times[side].extend(_once(fn) for _ in range(args.calls))
         best = {k: min(v) for k, v in times.items()}
