@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -58,6 +59,18 @@ def test_cam_compares_methods_and_classes(run_dir: Path, mnist_dir: Path, tmp_pa
                           "--data-dir", str(mnist_dir), "--out", str(tmp_path), "--palette", "gray")
     assert code == 0, err
     assert "2 heatmaps for the top 2 classes (LayerCAM)" in out
+
+
+def test_cam_on_an_image_file(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from PIL import Image
+
+    pixels = np.zeros((40, 40), dtype=np.uint8)
+    pixels[5:35, 18:22] = 255  # a "1", larger than the model's input: fitted to 28×28
+    Image.fromarray(pixels).save(tmp_path / "one.png")
+    code, out, err = _cli(capsys, "cam", str(run_dir), "--image", str(tmp_path / "one.png"), "--method", "saliency",
+                          "--out", str(tmp_path))
+    assert code == 0, err
+    assert (tmp_path / "cam-saliency.png").exists() and "Saliency for class" in out
 
 
 @pytest.mark.parametrize(

@@ -62,7 +62,7 @@ class MiniResNet(nn.Module):
 class Tiny(nn.Module):
     """conv (2 channels) -> ReLU (module, or F.relu with functional=True) -> linear (2 classes)."""
 
-    def __init__(self, functional: bool = False) -> None:
+    def __init__(self, functional: bool | str = False) -> None:
         super().__init__()
         self.functional = functional
         self.conv = nn.Conv2d(1, 2, 2)
@@ -77,7 +77,15 @@ class Tiny(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = self.conv(x)
-        r = F.relu(a) if self.functional else self.relu(a)
+        kind = self.functional
+        if kind == "inplace":
+            r = F.relu(a, inplace=True)
+        elif kind == "torch.relu_":
+            r = torch.relu_(a)
+        elif kind == "method":
+            r = a.relu()
+        else:
+            r = F.relu(a) if kind else self.relu(a)
         return self.fc(r.flatten(1))
 
 
@@ -306,8 +314,9 @@ def test_saliency_by_hand() -> None:
     close(r.raw[0], torch.tensor(DX).abs())  # max |.| over the one channel
 
 
-@pytest.mark.parametrize("functional", [False, True], ids=["relu-module", "functional-relu"])
-def test_guided_backprop_by_hand(functional: bool) -> None:
+@pytest.mark.parametrize("functional", [False, True, "inplace", "torch.relu_", "method"],
+                         ids=["relu-module", "F.relu", "F.relu-inplace", "torch.relu_", "Tensor.relu"])
+def test_guided_backprop_by_hand(functional: bool | str) -> None:
     # the gradient reaching the ReLU output is W0: ch0 [[1, 2], [0, 3]], ch1 [[0.5, 1], [-2, 2]];
     # guided: its positive part (ch1 -> [[0.5, 1], [0, 2]]) times the ReLU mask
     # -> ch0 [[1, 0], [0, 3]], ch1 [[0, 1], [0, 0]]; back through the conv:
@@ -315,6 +324,15 @@ def test_guided_backprop_by_hand(functional: bool) -> None:
     r = cam(Tiny(functional=functional), X, method="guided-backprop", target=0)
     close(r.attributions[0, 0], expected)
     close(r.raw[0], expected)
+
+
+def test_guided_relus_are_only_guided_inside_the_call() -> None:
+    # after guided backpropagation, ordinary gradients of the same model are ordinary again
+    m = Tiny(functional=True)
+    cam(m, X, method="guided-backprop", target=0)
+    x = X.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(m(x)[0, 0], x)
+    close(g[0, 0], DX)
 
 
 def test_guided_gradcam_by_hand() -> None:
@@ -389,13 +407,48 @@ def test_smoothgrad_averages_gradients_at_the_noisy_inputs() -> None:
     close(again.attributions, r.attributions, atol=1e-12)
 
 
+def test_progress_bar_only_when_asked_or_slow(monkeypatch: pytest.MonkeyPatch) -> None:
+    from convlens.explain import _progress
+    from convlens.explain._progress import batches, chunks
+
+    opened: list[tuple[str, int]] = []
+    updates: list[int] = []
+
+    class Bar:
+        def update(self, task: object, completed: int) -> None:
+            updates.append(completed)
+
+        def stop(self) -> None:
+            opened.append(("stopped", 0))
+
+    def fake_open(description: str, total: int) -> tuple[Bar, None]:
+        opened.append((description, total))
+        return Bar(), None
+
+    monkeypatch.setattr(_progress, "_open", fake_open)
+    spans = chunks(10, 3)
+    assert spans == [(0, 3), (3, 6), (6, 9), (9, 10)]
+    assert list(batches(spans, "never", progress=False)) == spans
+    assert list(batches(spans, "fast", progress=None)) == spans  # a quick job: no bar
+    assert opened == []
+    assert list(batches(spans, "slow", progress=None, after=0.0)) == spans  # looks slow: a bar
+    assert opened == [("slow", 4), ("stopped", 0)] and updates == [1, 2, 3, 4]
+    opened.clear()
+    updates.clear()
+    it = batches(spans, "forced", progress=True)
+    next(it)
+    with pytest.raises(RuntimeError):  # the bar is closed when the work fails
+        it.throw(RuntimeError("boom"))
+    assert opened == [("forced", 4), ("stopped", 0)]
+
+
 def _seed(n: int = 3) -> tuple[nn.Module, torch.Tensor]:
     m = seeded(SeedCNN()).double()
     return m, torch.randn(n, 1, 28, 28, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
 
 
 def test_scorecam_equals_its_unbatched_definition() -> None:
-    m, x = _seed()
+    m, x = _seed(2)
     target = m(x).argmax(1)
     a = m.conv2(m.pool1(m.relu1(m.conv1(x)))).detach()
     expected = torch.zeros(len(x), 14, 14, dtype=torch.float64)
@@ -492,7 +545,7 @@ def _options(name: str) -> dict:
     if "n_steps" in opts:
         out["n_steps"] = 4
     if "window" in opts:
-        out["window"] = 2
+        out["window"] = 6
     return out
 
 

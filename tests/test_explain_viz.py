@@ -101,6 +101,13 @@ def test_overlay_figure_caption_alt_and_data() -> None:
     assert fig.png_bytes()[:4] == b"\x89PNG"
 
 
+def test_overlay_on_an_rgb_image() -> None:
+    rgb = np.random.default_rng(0).integers(0, 255, (3, 12, 12)).astype(np.uint8)
+    fig = overlay_figure(rgb, _blob(slice(0, 12), slice(0, 4), (12, 12)), method="Saliency", target="class 2")
+    assert fig.data["image"].shape == (12, 12, 3)
+    assert "concentrates in the left half." in fig.caption and "strokes" not in fig.caption
+
+
 def test_overlay_figure_rejects_bad_input() -> None:
     with pytest.raises(ConfigError, match="does not match"):
         overlay_figure(np.zeros((20, 20)), np.zeros((10, 10)), method="m", target="t")

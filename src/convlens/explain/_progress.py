@@ -36,15 +36,13 @@ def batches(
     task: Any = None
     start = time.perf_counter()
     try:
+        if progress is True:
+            bar, task = _open(description, len(spans))
         for i, span in enumerate(spans):
             yield span
-            if bar is None and (
-                progress is True
-                or (progress is None and (time.perf_counter() - start) / (i + 1) * len(spans) > after)
-            ):
+            if bar is None and (time.perf_counter() - start) / (i + 1) * len(spans) > after:
                 bar, task = _open(description, len(spans))
-                bar.update(task, completed=i + 1)
-            elif bar is not None:
+            if bar is not None:
                 bar.update(task, completed=i + 1)
     finally:
         if bar is not None:
