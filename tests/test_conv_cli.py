@@ -60,7 +60,7 @@ def test_shape_of_a_stack_prints_the_arithmetic() -> None:
 
 
 def test_shape_of_a_run(run_dir: Path) -> None:
-    out = ok("shape", "--run", run_dir)
+    out = ok("shape", run_dir)
     row = next(line for line in out.splitlines() if "conv2" in line)
     assert "14" in row and "2,508,800" in row  # rf 14; 32·14·14·16·25 MACs
     assert "28,938 parameters" in out
@@ -87,7 +87,7 @@ def test_explain_a_learned_filter_matches_the_model(run_dir: Path, mnist_dir: Pa
     from convlens import views
     from convlens.models.run import load_run
 
-    out = ok("explain", "--run", run_dir, "--digit", "3", "--filter", "conv2:5", "--at", "4,6", "--data-dir", mnist_dir)
+    out = ok("explain", run_dir, "--digit", "3", "--filter", "conv2:5", "--at", "4,6", "--data-dir", mnist_dir)
     run = load_run(run_dir)
     x = views.choose_input(run, digit=3, data_dir=mnist_dir).x
     got: dict[str, torch.Tensor] = {}
@@ -101,7 +101,7 @@ def test_explain_a_learned_filter_matches_the_model(run_dir: Path, mnist_dir: Pa
 
 
 def test_apply_and_panel_write_figures(run_dir: Path, mnist_dir: Path, tmp_path: Path) -> None:
-    out = ok("apply", "--run", run_dir, "--digit", "7", "--kernel", "sobel_x", "--filter", "conv1:0",
+    out = ok("apply", run_dir, "--digit", "7", "--kernel", "sobel_x", "--filter", "conv1:0",
              "--data-dir", mnist_dir, "--out", tmp_path)
     assert (tmp_path / "conv-apply-sobel_x-conv1_0.png").exists() and "sobel_x and conv1:0" in out
     out = ok("panel", "--digit", "7", "--kernel", "gaussian", "--setting", "s=2,p=2", "--setting", "d=2",
@@ -117,9 +117,9 @@ def test_user_errors_are_convlens_errors(run_dir: Path, mnist_dir: Path) -> None
     assert isinstance(res.exception, ConfigError) and "choose exactly one input" in str(res.exception)
     res = invoke("explain", "--digit", "7", "--filter", "conv1:0", "--data-dir", mnist_dir)
     assert isinstance(res.exception, ConfigError) and "--filter needs a model" in str(res.exception)
-    res = invoke("explain", "--run", run_dir, "--digit", "7", "--filter", "conv9:0", "--data-dir", mnist_dir)
+    res = invoke("explain", run_dir, "--digit", "7", "--filter", "conv9:0", "--data-dir", mnist_dir)
     assert isinstance(res.exception, LayerError) and "conv1" in str(res.exception)
-    res = invoke("apply", "--run", run_dir, "--digit", "7", "--filter", "conv2:0", "--data-dir", mnist_dir)
+    res = invoke("apply", run_dir, "--digit", "7", "--filter", "conv2:0", "--data-dir", mnist_dir)
     assert isinstance(res.exception, ConfigError) and "reads 16 channels" in str(res.exception)
     res = invoke("explain", "--matrix", "1,2;3,4", "--kernel", "sobel_x")
     assert isinstance(res.exception, ConfigError) and "kernel spans 3×3" in str(res.exception)

@@ -9,7 +9,14 @@ from typing import Any, TypeVar
 import click
 
 from convlens.cli._app import app
-from convlens.cli._common import console, data_dir_option, out_option, palette_option, print_written
+from convlens.cli._common import (
+    console,
+    data_dir_option,
+    model_source,
+    out_option,
+    palette_option,
+    print_written,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -32,17 +39,6 @@ def _input_options(f: F) -> F:
                      help="With --digit: take the nth example of that class.")(f)
     f = click.option("--digit", default=None, help="Use the first test example of this class (e.g. 7).")(f)
     return f
-
-
-def _model_options(f: F) -> F:
-    f = click.option("--weights", type=click.Path(path_type=Path), default=None,
-                     help="With --model: a state dict (.pt/.pth or .safetensors).")(f)
-    f = click.option("--model", "spec", default=None, metavar="MODULE:FACTORY",
-                     help="Your own model instead of --run: a factory importable as package.module:function.")(f)
-    f = click.option("--dataset", default="mnist", show_default=True,
-                     help="The dataset to take --digit/--index from (and, with --model, its normalisation).")(f)
-    return click.option("--run", type=click.Path(path_type=Path), default=None,
-                        help="A run directory, for learned filters (--filter) and its dataset.")(f)
 
 
 def _geometry_options(padding_default: str | None) -> Callable[[F], F]:
@@ -69,12 +65,12 @@ def _number(text: str | None, name: str) -> Any:
     return parse_params(f"{key}={text}")[name]
 
 
-def _handle(run: Path | None, spec: str | None, weights: Path | None, dataset: str) -> Any:
+def _handle(run: Path | None, spec: str | None, weights: Path | None, dataset: str, input_shape: str | None) -> Any:
     if run is None and spec is None:
         return None
-    from convlens.models.handle import open_model
+    from convlens.cli._common import open_source
 
-    return open_model(run, spec=spec, weights=weights, dataset=dataset)
+    return open_source(run, spec, weights, dataset, input_shape)
 
 
 def _load_input(handle: Any, *, digit: str | None, index: int | None, image: Path | None, nth: int,
@@ -134,24 +130,21 @@ def _position(text: str | None) -> tuple[int, int] | None:
 
 # ---------------------------------------------------------------------- shape
 @conv.command()
-@click.option("--run", type=click.Path(path_type=Path), default=None, help="A run directory: its model's table.")
-@click.option("--model", "spec", default=None, metavar="MODULE:FACTORY", help="Your own model: its table.")
-@click.option("--weights", type=click.Path(path_type=Path), default=None, help="With --model: a state dict.")
-@click.option("--input-shape", default=None, metavar="C,H,W", help="With --model: one input's shape [default: 1,28,28].")
+@model_source
 @click.option("--input-size", default=None, metavar="N|H,W", help="Without a model: the input's height and width.")
 @click.option("--layer", "layer_specs", multiple=True, metavar="KIND:PARAMS",
               help="Without a model: a layer such as conv:k=5,p=2 or maxpool:k=2 (repeatable, in order). "
                    "Kinds: conv, maxpool, avgpool, transpose; keys: k s p d op ceil in out g.")
-def shape(run: Path | None, spec: str | None, weights: Path | None, input_shape: str | None,
+def shape(run: Path | None, spec: str | None, weights: Path | None, dataset: str, input_shape: str | None,
           input_size: str | None, layer_specs: tuple[str, ...]) -> None:
-    """Output size, receptive field, jump and start of each layer: for a model (--run or
+    """Output size, receptive field, jump and start of each layer: for a model (RUN or
     --model), or for a stack given with --layer and --input-size.
 
     \b
     Examples:
       convlens conv shape --input-size 28 --layer conv:k=5,p=2 --layer maxpool:k=2
       convlens conv shape --input-size 7 --layer transpose:k=3,s=2,p=1,op=1
-      convlens conv shape --run convlens-demo/run
+      convlens conv shape convlens-demo/run
     """
     from rich.table import Table
 
@@ -161,15 +154,14 @@ def shape(run: Path | None, spec: str | None, weights: Path | None, input_shape:
 
     if run is not None or spec is not None:
         if layer_specs or input_size:
-            raise ConfigError("give either a model (--run/--model) or --layer with --input-size, not both")
+            raise ConfigError("give either a model (RUN or --model) or --layer with --input-size, not both")
         from convlens.inspect.receptive import receptive_field
-        from convlens.models.handle import open_model
 
-        h = open_model(run, spec=spec, weights=weights, input_shape=input_shape)
+        h = _handle(run, spec, weights, dataset, input_shape)
         table = receptive_field(h.model, h.input_shape)
     else:
         if not layer_specs or input_size is None:
-            raise ConfigError("give --input-size and at least one --layer (e.g. --input-size 28 --layer conv:k=5,p=2), or a model with --run")
+            raise ConfigError("give --input-size and at least one --layer (e.g. --input-size 28 --layer conv:k=5,p=2), or a model (RUN)")
         size = tuple(int(v) for v in input_size.replace("x", ",").split(","))
         table = receptive_field_stack([parse_layer(s) for s in layer_specs], size if len(size) == 2 else size[0])
     out = Table(title=f"input {'×'.join(str(v) for v in table.input_shape)}", title_justify="left")
@@ -197,11 +189,11 @@ def _prepare(handle: Any, kernel_text: str | None, filter_spec: str | None, x: A
     from convlens.errors import ConfigError
 
     if (kernel_text is None) == (filter_spec is None):
-        raise ConfigError("choose one kernel: --kernel NAME|ROWS (e.g. sobel_x) or --filter LAYER:CHANNEL with --run")
+        raise ConfigError("choose one kernel: --kernel NAME|ROWS (e.g. sobel_x) or --filter LAYER:CHANNEL with a RUN")
     params: dict[str, Any] = {}
     if filter_spec is not None:
         if handle is None:
-            raise ConfigError("--filter needs a model: give --run RUN (or --model)")
+            raise ConfigError("--filter needs a model: give a run directory (RUN) or --model")
         from convlens.inspect.receptive import conv_filter, layer_input
 
         f = conv_filter(handle.model, filter_spec)
@@ -227,8 +219,8 @@ def _prepare(handle: Any, kernel_text: str | None, filter_spec: str | None, x: A
 @_input_options
 @click.option("--kernel", "kernel_text", default=None, metavar="NAME|ROWS",
               help='A classic kernel (sobel_x, gaussian, ... see `convlens conv apply --list`) or a matrix "1,0;0,-1".')
-@click.option("--filter", "filter_spec", default=None, metavar="LAYER:CHANNEL", help="A learned filter of --run, e.g. conv1:3.")
-@_model_options
+@click.option("--filter", "filter_spec", default=None, metavar="LAYER:CHANNEL", help="A learned filter of RUN, e.g. conv1:3.")
+@model_source
 @_geometry_options(None)
 @click.option("--bias", type=float, default=None, help="Add this bias [default: 0, or the filter's].")
 @click.option("--at", "at", default=None, metavar="ROW,COL", help="The output position [default: the strongest response].")
@@ -239,8 +231,8 @@ def _prepare(handle: Any, kernel_text: str | None, filter_spec: str | None, x: A
 @data_dir_option
 @out_option()
 def explain(digit: str | None, nth: int, split: str, index: int | None, image: Path | None, matrix: str | None,
-            kernel_text: str | None, filter_spec: str | None, run: Path | None, dataset: str, spec: str | None,
-            weights: Path | None, stride: str | None, padding: str | None, dilation: str | None,
+            kernel_text: str | None, filter_spec: str | None, run: Path | None, spec: str | None,
+            weights: Path | None, dataset: str, input_shape: str | None, stride: str | None, padding: str | None, dilation: str | None,
             padding_mode: str | None, flip: bool, bias: float | None, at: str | None, figure: bool, gif: bool,
             max_frames: int, palette: str, data_dir: Path | None, out: Path | None) -> None:
     """How one output value is made: the window on the padded input, the products, their
@@ -250,13 +242,13 @@ def explain(digit: str | None, nth: int, split: str, index: int | None, image: P
     Examples:
       convlens conv explain --matrix "1,2,3;4,5,6;7,8,9" --kernel "1,0;0,-1" --padding 1 --at 0,0
       convlens conv explain --digit 7 --kernel sobel_x --padding 1 --figure --gif
-      convlens conv explain --run convlens-demo/run --digit 3 --filter conv1:5 --figure
+      convlens conv explain convlens-demo/run --digit 3 --filter conv1:5 --figure
     """
     from convlens.conv import explain as explain_value
     from convlens.viz.conv import explanation_figure, explanation_gif, explanation_table
     from convlens.viz.figure import save
 
-    handle = _handle(run, spec, weights, dataset)
+    handle = _handle(run, spec, weights, dataset, input_shape)
     x, input_label = _load_input(handle, digit=digit, index=index, image=image, nth=nth, split=split, matrix=matrix,
                                  dataset=dataset, data_dir=data_dir, normalised=filter_spec is not None)
     weight, b, params, layer_x, name = _prepare(handle, kernel_text, filter_spec, x, stride, padding, dilation, padding_mode)
@@ -283,16 +275,16 @@ def explain(digit: str | None, nth: int, split: str, index: int | None, image: P
 @click.option("--kernel", "kernel_texts", multiple=True, metavar="NAME|ROWS",
               help="A classic kernel or a matrix (repeatable).")
 @click.option("--filter", "filter_specs", multiple=True, metavar="LAYER:CHANNEL",
-              help="A learned filter of --run whose layer reads the image, e.g. conv1:3 (repeatable).")
+              help="A learned filter of RUN whose layer reads the image, e.g. conv1:3 (repeatable).")
 @click.option("--list", "list_only", is_flag=True, help="List the classic kernels and exit.")
-@_model_options
+@model_source
 @_geometry_options("same")
 @palette_option
 @data_dir_option
 @out_option()
 def apply(digit: str | None, nth: int, split: str, index: int | None, image: Path | None, matrix: str | None,
           kernel_texts: tuple[str, ...], filter_specs: tuple[str, ...], list_only: bool, run: Path | None,
-          dataset: str, spec: str | None, weights: Path | None, stride: str | None, padding: str | None,
+          spec: str | None, weights: Path | None, dataset: str, input_shape: str | None, stride: str | None, padding: str | None,
           dilation: str | None, padding_mode: str | None, flip: bool, palette: str, data_dir: Path | None,
           out: Path | None) -> None:
     """Classic kernels and learned filters applied to an image, side by side.
@@ -301,7 +293,7 @@ def apply(digit: str | None, nth: int, split: str, index: int | None, image: Pat
     Examples:
       convlens conv apply --list
       convlens conv apply --digit 7 --kernel sobel_x --kernel sobel_y --kernel gaussian
-      convlens conv apply --run convlens-demo/run --digit 7 --kernel sobel_x --filter conv1:0 --filter conv1:5
+      convlens conv apply convlens-demo/run --digit 7 --kernel sobel_x --filter conv1:0 --filter conv1:5
     """
     from convlens.conv import KERNELS
     from convlens.errors import ConfigError
@@ -315,9 +307,9 @@ def apply(digit: str | None, nth: int, split: str, index: int | None, image: Pat
         return
     if not kernel_texts and not filter_specs:
         raise ConfigError("give at least one --kernel NAME (see --list) or --filter LAYER:CHANNEL")
-    handle = _handle(run, spec, weights, dataset)
+    handle = _handle(run, spec, weights, dataset, input_shape)
     if filter_specs and handle is None:
-        raise ConfigError("--filter needs a model: give --run RUN (or --model)")
+        raise ConfigError("--filter needs a model: give a run directory (RUN) or --model")
     x, input_label = _load_input(handle, digit=digit, index=index, image=image, nth=nth, split=split, matrix=matrix,
                                  dataset=dataset, data_dir=data_dir, normalised=bool(filter_specs))
     entries: list[tuple[str, Any, float]] = [(*_kernel_from(t), 0.0) for t in kernel_texts]
@@ -346,16 +338,16 @@ def apply(digit: str | None, nth: int, split: str, index: int | None, image: Pat
 @conv.command()
 @_input_options
 @click.option("--kernel", "kernel_text", default=None, metavar="NAME|ROWS", help="A classic kernel or a matrix.")
-@click.option("--filter", "filter_spec", default=None, metavar="LAYER:CHANNEL", help="A learned filter of --run.")
-@_model_options
+@click.option("--filter", "filter_spec", default=None, metavar="LAYER:CHANNEL", help="A learned filter of RUN.")
+@model_source
 @click.option("--setting", "settings", multiple=True, metavar="PARAMS",
               help="One setting such as s=2,p=1,d=1 (repeatable) [default: six instructive settings].")
 @palette_option
 @data_dir_option
 @out_option()
 def panel(digit: str | None, nth: int, split: str, index: int | None, image: Path | None, matrix: str | None,
-          kernel_text: str | None, filter_spec: str | None, run: Path | None, dataset: str, spec: str | None,
-          weights: Path | None, settings: tuple[str, ...], palette: str, data_dir: Path | None, out: Path | None) -> None:
+          kernel_text: str | None, filter_spec: str | None, run: Path | None, spec: str | None,
+          weights: Path | None, dataset: str, input_shape: str | None, settings: tuple[str, ...], palette: str, data_dir: Path | None, out: Path | None) -> None:
     """One input and one kernel under several stride/padding/dilation settings, each map
     at its true size.
 
@@ -369,7 +361,7 @@ def panel(digit: str | None, nth: int, split: str, index: int | None, image: Pat
     from convlens.viz.conv import DEFAULT_SETTINGS, hyperparameter_panel
     from convlens.viz.figure import save
 
-    handle = _handle(run, spec, weights, dataset)
+    handle = _handle(run, spec, weights, dataset, input_shape)
     x, input_label = _load_input(handle, digit=digit, index=index, image=image, nth=nth, split=split, matrix=matrix,
                                  dataset=dataset, data_dir=data_dir, normalised=filter_spec is not None)
     weight, b, _, layer_x, name = _prepare(handle, kernel_text, filter_spec, x, None, None, None, None)
