@@ -107,13 +107,20 @@ def test_multichannel_filters_one_tile_per_input_channel() -> None:
     rng = np.random.default_rng(1)
     w = rng.normal(size=(4, 3, 3, 3))
     fig = filters_figure(w, "block", rgb=False)
-    images = fig.data["images"]
-    assert len(images) == 12
+    (im,) = fig.data["images"]  # one mosaic image: block (i, c) is filter i, input channel c
+    drawn = np.asarray(im.get_array())
+    assert drawn.shape == (4 * 4 - 1, 3 * 4 - 1)
     vmax = float(np.abs(w).max())
-    for k, im in enumerate(images):
-        i, c = divmod(k, 3)
-        np.testing.assert_array_equal(np.asarray(im.get_array()), w[i, c])
-        assert im.get_clim() == (-vmax, vmax)
+    for i in range(4):
+        for c in range(3):
+            np.testing.assert_array_equal(drawn[i * 4:i * 4 + 3, c * 4:c * 4 + 3], w[i, c])
+    assert np.isnan(drawn[3::4, :]).all() and np.isnan(drawn[:, 3::4]).all()  # separators
+    assert im.get_clim() == (-vmax, vmax)
+    per = filters_figure(w, "block", rgb=False, scale="per-filter")
+    scaled = np.asarray(per.data["images"][0].get_array())
+    for i in range(4):
+        np.testing.assert_allclose(scaled[i * 4:i * 4 + 3, 0:3], w[i, 0] / np.abs(w[i]).max(), rtol=0, atol=1e-15)
+    assert per.data["images"][0].get_clim() == (-1.0, 1.0)
     assert "4 filters of layer block" in fig.alt and "3 input channels" in fig.alt
     assert "one column per input channel (3)" in fig.caption
     with pytest.raises(ConfigError, match="rgb=True needs 3 input channels"):
@@ -124,11 +131,10 @@ def test_conv2_filters_show_every_input_channel(shared: Recording) -> None:
     w = conv_weight(shared.run.model, "conv2")
     np.testing.assert_array_equal(w, shared.run.model.conv2.weight.detach().double().numpy())
     fig = filters_figure(w[:3], "conv2")  # three filters, 16 input channels each
-    images = fig.data["images"]
-    assert len(images) == 3 * 16
-    for k, im in enumerate(images):
-        i, c = divmod(k, 16)
-        np.testing.assert_array_equal(np.asarray(im.get_array()), w[i, c])
+    drawn = np.asarray(fig.data["images"][0].get_array())
+    for i in range(3):
+        for c in range(16):
+            np.testing.assert_array_equal(drawn[i * 6:i * 6 + 5, c * 6:c * 6 + 5], w[i, c])
     assert "3 filters of layer conv2" in fig.alt and "16 input channels" in fig.alt
 
 

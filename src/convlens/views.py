@@ -93,7 +93,7 @@ def maps(model: Run | ModelHandle | nn.Module, chosen: ChosenInput, layer: str =
     m = _model(model)
     device = next(m.parameters(), torch.empty(0)).device
     fm = feature_maps(m, chosen.x.to(device), layer, stage)
-    stage_name = stage if not fm.computed else f"{stage}, applied to {layer}'s output"
+    stage_name = stage if not fm.computed else f"{stage} (computed by convlens on {layer}'s output)"
     return maps_figure(chosen.pixels.numpy(), fm.maps[0].cpu().numpy(), layer, stage=stage_name,
                        input_label=chosen.label, **kwargs)
 

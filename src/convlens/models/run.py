@@ -223,9 +223,14 @@ def load_snapshots(path: str | Path) -> tuple[str, dict[int, torch.Tensor]]:
     f = Path(path) / SNAPSHOTS / "filters.safetensors"
     if not f.exists():
         return "", {}
-    with safe_open(str(f), framework="pt") as fh:
-        layer = (fh.metadata() or {}).get("layer", "")
-        snaps = {int(k.split("_")[1]): fh.get_tensor(k) for k in sorted(fh.keys())}
+    from safetensors import SafetensorError
+
+    try:
+        with safe_open(str(f), framework="pt") as fh:
+            layer = (fh.metadata() or {}).get("layer", "")
+            snaps = {int(k.split("_")[1]): fh.get_tensor(k) for k in sorted(fh.keys())}
+    except (SafetensorError, OSError, ValueError, IndexError) as exc:
+        raise RunError(f"cannot read the filter snapshots {f}: {exc}; delete the file or re-train") from None
     return layer, snaps
 
 

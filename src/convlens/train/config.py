@@ -18,7 +18,7 @@ class TrainConfig:
     ``steps`` (if given) overrides ``epochs``. ``augment_shift`` randomly translates
     each training image by up to that many pixels (0 turns augmentation off).
     ``snapshot_every`` records the first conv layer's filters every that many steps
-    (and at the first and last step); 0 records none.
+    (and at step 0 and the end of every epoch); 0 records none.
     """
 
     epochs: int = 8

@@ -186,6 +186,13 @@ def train(
                 for cb in callbacks:
                     cb.on_step(step, {"loss": loss_sum / seen, "acc": correct / seen, "ips": ips, "epoch": epoch})
             train_seconds = time.perf_counter() - t0
+            if not math.isfinite(loss_sum):
+                from convlens.errors import ConfigError
+
+                kept = f"{out} keeps epoch {epoch - 1}" if epochs else "no run was written"
+                raise ConfigError(
+                    f"training diverged in epoch {epoch} (loss is not finite); {kept}; lower the learning rate (--lr)"
+                )
             test_loss, test_acc = evaluate(model, test_data, batch_size=cfg.eval_batch_size, device=dev)
             record = {
                 "epoch": epoch if seen == epoch_images else round(epoch - 1 + seen / epoch_images, 4),
@@ -214,8 +221,4 @@ def train(
     finally:
         for cb in callbacks:
             cb.on_end()
-    if not math.isfinite(epochs[-1]["train_loss"]):
-        from convlens.errors import ConfigError
-
-        raise ConfigError(f"training diverged (loss {epochs[-1]['train_loss']}); lower the learning rate (--lr)")
     return load_run(out)

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from matplotlib.cm import ScalarMappable
+from matplotlib import colormaps
 from matplotlib.colors import Normalize
 from torch import nn
 
 from convlens.errors import ConfigError, LayerError, unknown_name
 from convlens.viz.describe import fmt, listing, orientation, top_indices
 from convlens.viz.figure import Explained, new_figure
+from convlens.viz.palettes import OKABE_ITO
 from convlens.viz.palettes import palette as get_palette
 
 Scale = Literal["shared", "per-filter"]
@@ -30,6 +32,19 @@ def conv_weight(model: nn.Module, layer: str) -> np.ndarray:
             f"layer {layer!r} is a {type(module).__name__}, not a Conv2d; conv layers are {listing(convs)}"
         )
     return module.weight.detach().to("cpu", torch.float64).numpy()
+
+
+def filter_mosaic(w: np.ndarray) -> np.ndarray:
+    """Tile ``w`` (out, in, kh, kw) into one 2-D array: block (i, c) is ``w[i, c]``,
+    blocks separated by one row/column of NaN (drawn in the colour map's "bad" colour).
+
+    >>> filter_mosaic(np.arange(8.0).reshape(2, 1, 2, 2)).shape
+    (5, 2)
+    """
+    n_out, n_in, kh, kw = w.shape
+    padded = np.pad(np.asarray(w, dtype=np.float64), ((0, 0), (0, 0), (0, 1), (0, 1)), constant_values=np.nan)
+    grid = padded.transpose(0, 2, 1, 3).reshape(n_out * (kh + 1), n_in * (kw + 1))  # (out·(kh+1), in·(kw+1))
+    return grid[:-1, :-1]
 
 
 def filters_figure(
@@ -66,36 +81,43 @@ def filters_figure(
     per_filter_max = np.abs(w).reshape(n_out, -1).max(axis=1)
     per_filter_max[per_filter_max == 0] = 1.0
 
+    norm = Normalize(-vmax_all, vmax_all)
+    shown = []
     if n_in == 1 or as_rgb:
         cols = int(np.ceil(np.sqrt(n_out * 1.6)))
         rows = int(np.ceil(n_out / cols))
-        tiles: list[tuple[int, int | None]] = [(i, None) for i in range(n_out)]
-    else:
-        rows, cols = n_out, n_in
-        tiles = [(i, c) for i in range(n_out) for c in range(n_in)]
-    tile = 0.55 if (n_in == 1 or as_rgb) else 0.32
-    fig = new_figure(max(3.5, cols * tile + 1.6), max(2.5, rows * tile + 0.9))
-    axes = fig.subplots(rows, cols, squeeze=False)
-    norm = Normalize(-vmax_all, vmax_all)
-    shown = []
-    for ax in axes.flat:
-        ax.set_axis_off()
-    for pos, (i, c) in enumerate(tiles):
-        ax = axes.flat[pos]
-        if as_rgb:
+        fig = new_figure(max(3.5, cols * 0.55 + 1.6), max(2.5, rows * 0.55 + 0.9))
+        axes = fig.subplots(rows, cols, squeeze=False)
+        for ax in axes.flat:
+            ax.set_axis_off()
+        for i in range(n_out):
+            ax = axes.flat[i]
             m = vmax_all if scale == "shared" else per_filter_max[i]
-            img = np.clip(0.5 + w[i].transpose(1, 2, 0) / (2 * m), 0, 1)
-            ax.imshow(img, interpolation="nearest")
-        else:
-            data = w[i, 0 if c is None else c]
-            m = vmax_all if scale == "shared" else per_filter_max[i]
-            shown.append(ax.imshow(data, cmap=pal.diverging, norm=Normalize(-m, m), interpolation="nearest"))
-        if c is None:
+            if as_rgb:
+                ax.imshow(np.clip(0.5 + w[i].transpose(1, 2, 0) / (2 * m), 0, 1), interpolation="nearest")
+            else:
+                shown.append(ax.imshow(w[i, 0], cmap=pal.diverging, norm=Normalize(-m, m), interpolation="nearest"))
             ax.set_title(str(i), fontsize=7, pad=2)
-        elif i == 0:
-            ax.set_title(f"in {c}", fontsize=6, pad=2)
-        if c == 0:
-            ax.text(-0.15, 0.5, str(i), transform=ax.transAxes, ha="right", va="center", fontsize=6)
+        bar_axes: Any = axes
+        mosaic = None
+    else:
+        # one image for all filters × input channels (hundreds of small axes are slow):
+        # row i of blocks is filter i, column c is input channel c, one NaN pixel between
+        divisor = np.ones(n_out) if scale == "shared" else per_filter_max
+        mosaic = filter_mosaic(w / divisor[:, None, None, None])
+        fig = new_figure(max(3.5, n_in * (kw + 1) * 0.075 + 1.8), max(2.5, n_out * (kh + 1) * 0.075 + 0.9))
+        ax = fig.add_subplot()
+        cmap = colormaps[pal.diverging].with_extremes(bad="0.6" if pal.name != "gray" else OKABE_ITO[0])
+        m = vmax_all if scale == "shared" else 1.0
+        shown.append(ax.imshow(mosaic, cmap=cmap, norm=Normalize(-m, m), interpolation="nearest"))
+        ax.set_xticks(np.arange(n_in) * (kw + 1) + (kw - 1) / 2, [str(c) for c in range(n_in)], fontsize=6)
+        ax.set_yticks(np.arange(n_out) * (kh + 1) + (kh - 1) / 2, [str(i) for i in range(n_out)], fontsize=6)
+        ax.tick_params(length=0)
+        ax.set_xlabel("input channel", fontsize=8)
+        ax.set_ylabel("filter", fontsize=8)
+        for side in ax.spines.values():
+            side.set_visible(False)
+        bar_axes = ax
     scale_words = (
         f"one shared colour scale symmetric around zero ({fmt(-vmax_all)} to {fmt(vmax_all)})"
         if scale == "shared"
@@ -107,7 +129,7 @@ def filters_figure(
     if scale == "shared" and not as_rgb:
         cbar = fig.colorbar(
             ScalarMappable(norm=norm, cmap=pal.diverging),
-            ax=axes, shrink=0.6, fraction=0.04,
+            ax=bar_axes, shrink=0.6, fraction=0.04,
         )
         cbar.set_label("weight")
     norms = np.sqrt((w**2).reshape(n_out, -1).sum(axis=1))
@@ -132,7 +154,7 @@ def filters_figure(
     return Explained(
         fig, caption, alt, title=title,
         data={"weights": w, "vmax": vmax_all, "scale": scale, "layer": layer, "images": shown,
-              "strongest": strongest},
+              "mosaic": mosaic, "strongest": strongest},
     )
 
 

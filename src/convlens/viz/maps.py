@@ -87,7 +87,7 @@ def maps_figure(
         else "per-map colour scales (brightness not comparable between maps)"
     )
     caption = (
-        f"The {c} feature maps of {layer} at the {stage} stage for {input_label}, each {h}×{w}{order_words}, "
+        f"The {c} feature maps of {layer} at stage {stage} for {input_label}, each {h}×{w}{order_words}, "
         f"on {scale_words}; each map is titled with its channel and maximum activation."
     )
     alt = (
