@@ -6,8 +6,8 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from matplotlib.cm import ScalarMappable
 from matplotlib import colormaps
+from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from torch import nn
 
