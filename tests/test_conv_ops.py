@@ -388,3 +388,20 @@ def test_refusals_name_the_parameter_and_rule(call: Any, words: str) -> None:
         call()
     assert isinstance(info.value, ConfigError)
     assert "\n" not in str(info.value)
+
+
+def test_threads_do_not_share_work_buffers() -> None:
+    """conv2d reuses per-thread work buffers; concurrent calls must not see each other's."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(4)
+    jobs = [
+        (rng.standard_normal((3, c, 12 + c, 11)), rng.standard_normal((4, c, 3, 3)), stride)
+        for c in (1, 2, 3, 5) for stride in (1, 2)
+    ]
+    expected = [F.conv2d(torch.from_numpy(x), torch.from_numpy(w), stride=s, padding=1).numpy() for x, w, s in jobs]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(5):
+            results = list(pool.map(lambda job: conv2d(job[0], job[1], stride=job[2], padding=1), jobs))
+            for got, want in zip(results, expected, strict=True):
+                np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)

@@ -19,6 +19,7 @@ one strided addition per kernel offset.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,6 +44,27 @@ __all__ = ["avg_pool2d", "conv2d", "conv_transpose2d", "max_pool2d", "pad2d"]
 # equally fast, 2^24 is 1.5-2x slower.)
 _IM2COL_BUDGET = 1 << 20
 _NP_PAD_MODE = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+
+# Work buffers (padded input, im2col columns, products) are kept per thread and reused
+# across calls, up to this many elements each: touching freshly mapped memory costs
+# page faults that, on small layers, take several times longer than the arithmetic.
+_SCRATCH_KEEP = 1 << 22
+_scratch_pool = threading.local()
+
+
+def _scratch(name: str, size: int, dtype: np.dtype[Any]) -> NDArray[Any]:
+    """A 1-D work buffer of ``size`` elements, reused by later calls in this thread.
+
+    Its content is undefined; it must never be handed to the caller."""
+    if size > _SCRATCH_KEEP:
+        return np.empty(size, dtype=dtype)
+    pool: dict[str, NDArray[Any]] | None = getattr(_scratch_pool, "buffers", None)
+    if pool is None:
+        pool = _scratch_pool.buffers = {}
+    buf = pool.get(name)
+    if buf is None or buf.size < size or buf.dtype != dtype:
+        buf = pool[name] = np.empty(size, dtype=dtype)
+    return buf[:size]
 
 
 def _float_dtype(*arrays: NDArray[Any] | None) -> np.dtype[Any]:
@@ -197,6 +219,15 @@ def conv2d(
     return out[0] if unbatched else out
 
 
+def _fill_border(xp: NDArray[Any], top: int, bottom: int, left: int, right: int) -> None:
+    """Zero the padding frame of ``xp`` (…×Hp×Wp); the interior is written next."""
+    hp, wp = xp.shape[-2:]
+    xp[..., :top, :] = 0
+    xp[..., hp - bottom :, :] = 0
+    xp[..., :, :left] = 0
+    xp[..., :, wp - right :] = 0
+
+
 def _correlate_rows(
     x: NDArray[Any],
     w: NDArray[Any],
@@ -224,9 +255,11 @@ def _correlate_rows(
     hp, wp = h + top + bottom, w_in + left + right
     # one spare row at the very end: the last run of the last plane reads up to
     # (kw-1)*dw values past its plane (into columns that are dropped)
-    flat = np.zeros(n * c * hp * wp + wp, dtype=x.dtype)
+    flat = _scratch("padded", n * c * hp * wp + wp, x.dtype)
+    flat[n * c * hp * wp :] = 0
     xp = flat[: n * c * hp * wp].reshape(n, c, hp, wp)
     if mode == "zeros":
+        _fill_border(xp, top, bottom, left, right)
         xp[:, :, top : top + h, left : left + w_in] = x
     else:
         xp[...] = pad2d(x, pad, mode)
@@ -246,8 +279,8 @@ def _correlate_rows(
     if bias is not None:
         wmat[:, :, k] = bias.reshape(groups, cog)
     step = max(1, _IM2COL_BUDGET // max(c * kh * kw * length, 1))
-    cols_buf = np.empty(groups * (k + 1) * min(step, n) * length, dtype=x.dtype)
-    prod_buf = np.empty(c_out * min(step, n) * length, dtype=x.dtype)
+    cols_buf = _scratch("cols", groups * (k + 1) * min(step, n) * length, x.dtype)
+    prod_buf = _scratch("products", c_out * min(step, n) * length, x.dtype)
     for n0 in range(0, n, step):
         m = min(n, n0 + step) - n0
         cols = cols_buf[: groups * (k + 1) * m * length].reshape(groups, k + 1, m * length)
@@ -281,8 +314,9 @@ def _correlate_nhwc(
     ho, wo = out.shape[2:]
     top, bottom, left, right = pad
     hp, wp = h + top + bottom, w_in + left + right
-    xt = np.zeros((n, hp, wp, c), dtype=x.dtype)  # channels last
+    xt = _scratch("padded", n * hp * wp * c, x.dtype).reshape(n, hp, wp, c)  # channels last
     if mode == "zeros":
+        _fill_border(xt.transpose(0, 3, 1, 2), top, bottom, left, right)
         xt[:, top : top + h, left : left + w_in, :] = x.transpose(0, 2, 3, 1)
     else:
         xt[...] = pad2d(x, pad, mode).transpose(0, 2, 3, 1)
@@ -300,8 +334,8 @@ def _correlate_nhwc(
     if bias is not None:
         wmat[:, k] = bias.reshape(groups, cog)
     step = max(1, _IM2COL_BUDGET // max(c * kh * kw * pixels, 1))
-    cols_buf = np.empty(groups * min(step, n) * pixels * (k + 1), dtype=x.dtype)
-    prod_buf = np.empty(c_out * min(step, n) * pixels, dtype=x.dtype)
+    cols_buf = _scratch("cols", groups * min(step, n) * pixels * (k + 1), x.dtype)
+    prod_buf = _scratch("products", c_out * min(step, n) * pixels, x.dtype)
     for n0 in range(0, n, step):
         m = min(n, n0 + step) - n0
         cols = cols_buf[: groups * m * pixels * (k + 1)].reshape(groups, m * pixels, k + 1)
