@@ -51,6 +51,7 @@ def atomic_file(target: str | os.PathLike[str], mode: str = "wb") -> Iterator[ob
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.chmod(name, 0o666 & ~_umask())  # mkstemp makes 0600; the result should look like open()'s
     try:
         with os.fdopen(fd, mode) as fh:
             yield fh
