@@ -343,3 +343,26 @@ def test_conv_filter_replays_the_layer() -> None:
         conv_filter(model, "0:3")
     with pytest.raises(ConfigError, match="layer:channel"):
         conv_filter(model, "0")
+
+
+def test_elementwise_max_and_global_gating() -> None:
+    """max(a, b) of two branches takes the union; multiplying by a global mean (as in a
+    squeeze-and-excitation block) makes every unit depend on the whole image."""
+
+    class Gated(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Conv2d(1, 2, 3, padding=1)
+            self.b = nn.Conv2d(1, 2, 5, padding=2)
+            self.c = nn.Conv2d(2, 2, 1)
+
+        def forward(self, x: Tensor) -> Tensor:
+            y = self.c(torch.max(self.a(x), self.b(x)))
+            return self.c(y * torch.sigmoid(y.mean(dim=(2, 3), keepdim=True)))
+
+    table = receptive_field(Gated(), (1, 16, 16))
+    assert (table["c"].rf, table["c"].jump, table["c"].lo) == ((5, 5), (1, 1), (-2, -2))
+    assert (table["c#2"].rf, table["c#2"].jump, table["c#2"].exact) == ((16, 16), (0, 0), True)
+    x = torch.rand(1, 1, 16, 16, requires_grad=True)
+    Gated()(x)[0, 0, 0, 0].backward()
+    assert x.grad is not None and bool((x.grad != 0).all())  # the corner unit depends on every pixel

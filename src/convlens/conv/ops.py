@@ -46,9 +46,10 @@ _IM2COL_BUDGET = 1 << 20
 _NP_PAD_MODE = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
 # Work buffers (padded input, im2col columns, products) are kept per thread and reused
-# across calls, up to this many elements each: touching freshly mapped memory costs
-# page faults that, on small layers, take several times longer than the arithmetic.
-_SCRATCH_KEEP = 1 << 22
+# across calls, up to this many elements each (at most 3 × 16 MiB per thread in
+# float64): touching freshly mapped memory costs page faults that, on small layers,
+# take several times longer than the arithmetic.
+_SCRATCH_KEEP = 1 << 21
 _scratch_pool = threading.local()
 
 

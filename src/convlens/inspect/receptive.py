@@ -194,9 +194,9 @@ class _Tracker:
     def generic(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], first: Tensor, known: list[Geometry], out: Tensor) -> Geometry:
         size_in, size_out = _spatial(first), _spatial(out)
         ndim = first.dim()
-        if name in _REDUCE:
-            dims = _dims(kwargs.get("dim", args[1] if len(args) > 1 and not isinstance(args[1], Tensor) else None), ndim)
-            if ndim >= 3 and (dims is None or {ndim - 2, ndim - 1} <= set(dims)):
+        if name in _REDUCE and not any(isinstance(a, Tensor) for a in args[1:]):  # not max(a, b)
+            dims = _dims(kwargs.get("dim", args[1] if len(args) > 1 else None), ndim)
+            if ndim >= 3 and ((dims is None and out.dim() == 0) or (dims is not None and {ndim - 2, ndim - 1} <= set(dims))):
                 return self.whole(all(g.exact for g in known))
         if size_in is None or size_out is None or size_in != size_out or out.dim() != ndim:
             return self.whole(False)
