@@ -227,12 +227,16 @@ class Capture(Mapping[str, Captured]):
 
     # -- hooks -----------------------------------------------------------------------------
 
-    def _keep(self, name: str, kind: str, module: nn.Module) -> Callable[[nn.Module, Any], None]:
-        """The function a hook calls to record a value without gradients."""
+    def _keep(self, name: str, kind: str, module: nn.Module) -> Callable[[nn.Module, Any, Any], None]:
+        """The forward hook body that records ``value`` without gradients.
+
+        Called as ``keep(module, args, value)``: registered directly as a forward hook for
+        outputs (one Python call per layer call), wrapped for inputs.
+        """
         if self._on_value is not None:
             on_value = self._on_value
 
-            def give(module: nn.Module, value: Any) -> None:
+            def give(module: nn.Module, args: Any, value: Any) -> None:
                 on_value(name, value)
 
             return give
@@ -242,13 +246,15 @@ class Capture(Mapping[str, Captured]):
         always_copy = self.copy
         seen = _seen(module)  # shared with _learn: what it learns shows here
         safe, changed = seen.safe, seen.changed
+        key_train: _Key = (kind, True)
+        key_eval: _Key = (kind, False)
 
-        def keep(module: nn.Module, value: Any) -> None:
+        def keep(module: nn.Module, args: Any, value: Any) -> None:
             if always_copy or type(value) is not Tensor or value.is_inference():
                 store.append(_copy(value))
                 versions.append(None)
                 return
-            key = (kind, module.training)
+            key = key_train if module.training else key_eval
             alias = value.detach() if value.requires_grad else value  # same storage either way
             if key in safe:
                 store.append(alias)
@@ -263,12 +269,7 @@ class Capture(Mapping[str, Captured]):
 
     def _hook_output(self, name: str) -> Callable[..., Any]:
         if not self.want_gradients:
-            keep = self._keep(name, "output", self._modules[name])
-
-            def hook(module: nn.Module, args: Any, output: Any) -> None:
-                keep(module, output)
-
-            return hook
+            return self._keep(name, "output", self._modules[name])
 
         def grad_hook(module: nn.Module, args: Any, output: Any) -> Tensor:
             live = self._live(name, output, "output")
@@ -283,7 +284,7 @@ class Capture(Mapping[str, Captured]):
             def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
                 if not args:
                     raise CaptureError(f"layer {name!r} was called without a positional input to capture")
-                keep(module, args[0])
+                keep(module, args, args[0])
 
             return hook
 
