@@ -10,6 +10,9 @@ repetition) and summarised by the median, so that background load hits all alike
 * ``lower``       the lower bound: the forward pass written out by hand up to the target
                   layer and on to the logits (no hooks at all), then
                   ``torch.autograd.grad(logits[:, 3].sum(), activation)``; no CAM arithmetic.
+* ``hook``        the least a library can do for any model: ``model(x)`` with one forward
+                  hook keeping the layer's output, then the same ``autograd.grad`` (shown
+                  for reference: what reaching an arbitrary layer costs).
 * ``convlens``    ``convlens.explain.cam(model, x, layer=..., target=3)``: the raw
                   (layer-resolution) maps are computed; ``.maps``/``.normalised`` are not.
 * ``+maps``       the same, then ``.normalised``: upsampled to the input size and
@@ -20,6 +23,9 @@ repetition) and summarised by the median, so that background load hits all alike
 
 Score-CAM on seed-cnn (conv2, K = 32 channels) against its own lower bound: one no_grad
 forward pass of the 1 + K inputs (the image and its K masked copies, prepared beforehand).
+Also shown: ``two passes``, a no_grad pass of the image and then one of its K masked
+copies (masks prepared beforehand). Any Score-CAM needs the image's activations before it
+can build the masks, so this is what an implementation can reach at best.
 
 torch-cam is a benchmark-only dependency, installed without its dependencies so that it
 pulls no torchvision (``pip install --no-deps torchcam``; its GradCAM imports only torch).
@@ -112,6 +118,15 @@ def bench_gradcam(model: nn.Module, split: tuple, layer: str, x: torch.Tensor, r
         a = head(x)
         return torch.autograd.grad(tail(a)[:, TARGET].sum(), a)
 
+    def hooked() -> object:
+        kept: list[torch.Tensor] = []
+        handle = module.register_forward_hook(lambda m, i, o: kept.append(o))
+        try:
+            out = model(x)
+        finally:
+            handle.remove()
+        return torch.autograd.grad(out[:, TARGET].sum(), kept[0])
+
     def ours() -> object:
         return cam(model, x, layer=layer, target=TARGET)
 
@@ -129,7 +144,8 @@ def bench_gradcam(model: nn.Module, split: tuple, layer: str, x: torch.Tensor, r
     r = cam(model, x, layer=layer, target=TARGET)
     torch.testing.assert_close(r.raw, captum()[:, 0], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(r.normalised.shape[-2:], x.shape[-2:])
-    variants = {"lower": lower, "convlens": ours, "+maps": ours_maps, "captum": captum, "torch-cam": torchcam}
+    variants = {"lower": lower, "hook": hooked, "convlens": ours, "+maps": ours_maps, "captum": captum,
+                "torch-cam": torchcam}
     return interleaved(variants, reps, inner)
 
 
@@ -154,10 +170,14 @@ def bench_scorecam(model: nn.Module, layer: str, x: torch.Tensor, reps: int, inn
         with torch.no_grad():
             return model(batch)
 
+    def two_passes() -> object:
+        with torch.no_grad():
+            return model(x), model(batch[1:])
+
     def ours() -> object:
         return cam(model, x, method="scorecam", layer=layer, target=TARGET, batch_size=k)
 
-    return interleaved({"lower": lower, "convlens": ours}, reps, inner)
+    return interleaved({"lower": lower, "two passes": two_passes, "convlens": ours}, reps, inner)
 
 
 def main() -> None:
@@ -185,7 +205,7 @@ def main() -> None:
             ("resnet-18", resnet, resnet_split(resnet), "layer4", (8, 3, 224, 224), 30, 1),
         ]
         print("\nGrad-CAM: cells are the ratio to the lower bound, then milliseconds per call")
-        header = (f"{'model':<10} {'batch':>5}  {'lower':>9}  {'convlens':>13}  {'+maps':>13}  "
+        header = (f"{'model':<10} {'batch':>5}  {'lower':>9}  {'hook':>13}  {'convlens':>13}  {'+maps':>13}  "
                   f"{'captum':>13}  {'torch-cam':>13}  convlens/best peer")
         print(header)
         print("-" * len(header))
@@ -198,15 +218,17 @@ def main() -> None:
                 return f"{t[k] / low:5.3f}x {t[k] * 1e3:6.2f}"
 
             best = min(t["captum"], t["torch-cam"])
-            print(f"{name:<10} {shape[0]:>5}  {low * 1e3:6.2f} ms  {cell('convlens')}  {cell('+maps')}  "
+            print(f"{name:<10} {shape[0]:>5}  {low * 1e3:6.2f} ms  {cell('hook')}  {cell('convlens')}  {cell('+maps')}  "
                   f"{cell('captum')}  {cell('torch-cam')}  {t['convlens'] / best:5.3f}x")
     if args.only in (None, "scorecam"):
         print("\nScore-CAM (seed-cnn, conv2, K = 32): ratio to one no_grad forward of the 1 + K inputs")
         for shape, reps, inner in [((1, 1, 28, 28), 400, 3)]:
             x = torch.randn(shape)
             t = bench_scorecam(seed, "conv2", x, max(5, int(reps * scale)), inner)
-            print(f"seed-cnn   batch {shape[0]}: lower {t['lower'] * 1e3:6.2f} ms, convlens "
-                  f"{t['convlens'] / t['lower']:5.3f}x {t['convlens'] * 1e3:6.2f} ms")
+            print(f"seed-cnn   batch {shape[0]}: lower {t['lower'] * 1e3:6.2f} ms, two passes "
+                  f"{t['two passes'] / t['lower']:5.3f}x {t['two passes'] * 1e3:6.2f} ms, convlens "
+                  f"{t['convlens'] / t['lower']:5.3f}x {t['convlens'] * 1e3:6.2f} ms "
+                  f"({t['convlens'] / t['two passes']:5.3f}x the two passes)")
     print(f"\nload average at the end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 
