@@ -201,8 +201,8 @@ def main() -> None:
         configs = [
             ("seed-cnn", seed, seed_split(seed), "conv2", (1, 1, 28, 28), 1500, 10),
             ("seed-cnn", seed, seed_split(seed), "conv2", (32, 1, 28, 28), 600, 2),
-            ("resnet-18", resnet, resnet_split(resnet), "layer4", (1, 3, 224, 224), 80, 1),
-            ("resnet-18", resnet, resnet_split(resnet), "layer4", (8, 3, 224, 224), 30, 1),
+            ("resnet-18", resnet, resnet_split(resnet), "layer4", (1, 3, 224, 224), 200, 1),
+            ("resnet-18", resnet, resnet_split(resnet), "layer4", (8, 3, 224, 224), 60, 1),
         ]
         print("\nGrad-CAM: cells are the ratio to the lower bound, then milliseconds per call")
         header = (f"{'model':<10} {'batch':>5}  {'lower':>9}  {'hook':>13}  {'convlens':>13}  {'+maps':>13}  "
