@@ -219,13 +219,13 @@ def _walk(model: nn.Module) -> tuple[list[nn.Module], Tensor | None]:
     walk over the module tree (cheaper than ``model.modules()`` plus ``model.parameters()``)."""
     training: list[nn.Module] = []
     reference: Tensor | None = None
-    seen: set[int] = set()
-    stack = [model]
+    seen: set[nn.Module] = set()
+    stack: list[nn.Module | None] = [model]
     while stack:
         m = stack.pop()
-        if id(m) in seen:
+        if m is None or m in seen:
             continue
-        seen.add(id(m))
+        seen.add(m)
         if m.training:
             training.append(m)
         if reference is None:
@@ -233,7 +233,7 @@ def _walk(model: nn.Module) -> tuple[list[nn.Module], Tensor | None]:
                 if t is not None and t.is_floating_point():
                     reference = t
                     break
-        stack.extend(c for c in reversed(m._modules.values()) if c is not None)
+        stack.extend(m._modules.values())
     if reference is None:
         reference = next((b for b in model.buffers() if b.is_floating_point()), None)
     return training, reference
