@@ -157,7 +157,6 @@ def test_resnet_layer_and_crop_budget() -> None:
 
 
 def test_default_fields_come_from_the_receptive_module() -> None:
-    pytest.importorskip("convlens.inspect.receptive")
     m = seeded(SeedCNN())
     x = _inputs(40)
     t = topk_examples(m, x, "conv2", k=2, progress=False)["conv2"]

@@ -236,13 +236,7 @@ class _TopKReducer:
 
 
 def _fields(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, FieldLike]:
-    try:
-        from convlens.inspect.receptive import receptive_field
-    except ImportError as exc:  # pragma: no cover - only while the module is missing
-        raise ConfigError(
-            "receptive fields are not available in this installation (convlens.inspect.receptive); "
-            "pass fields={layer: row with lo, hi, jump}"
-        ) from exc
+    from convlens.inspect.receptive import receptive_field
 
     return {row.name: row for row in receptive_field(model, input_shape)}
 
