@@ -30,7 +30,7 @@ can build the masks, so this is what an implementation can reach at best.
 torch-cam is a benchmark-only dependency, installed without its dependencies so that it
 pulls no torchvision (``pip install --no-deps torchcam``; its GradCAM imports only torch).
 
-Run:  python benchmarks/cam.py [--quick] [--threads N]
+Run:  python benchmarks/cam.py [--quick] [--threads N] [--stat median|min] [--only gradcam|scorecam]
 """
 
 from __future__ import annotations
@@ -64,8 +64,11 @@ def _timer(fn: Callable[[], object], inner: int) -> Callable[[], float]:
     return run
 
 
+STAT: Callable[[list[float]], float] = statistics.median
+
+
 def interleaved(variants: dict[str, Callable[[], object]], reps: int, inner: int) -> dict[str, float]:
-    """Median seconds per call of each variant, timed in rotating order."""
+    """Seconds per call of each variant (median, or ``--stat min``), timed in rotating order."""
     timers = {k: _timer(v, inner) for k, v in variants.items()}
     names = list(variants)
     times: dict[str, list[float]] = {k: [] for k in names}
@@ -80,7 +83,7 @@ def interleaved(variants: dict[str, Callable[[], object]], reps: int, inner: int
                 times[k].append(timers[k]())
     finally:
         gc.enable()
-    return {k: statistics.median(v) for k, v in times.items()}
+    return {k: STAT(v) for k, v in times.items()}
 
 
 def seed_split(m: SeedCNN) -> tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]:
@@ -185,7 +188,11 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     ap.add_argument("--only", choices=["gradcam", "scorecam"], default=None)
+    ap.add_argument("--stat", choices=["median", "min"], default="median",
+                    help="summary of the repetitions; min is the least disturbed by other processes")
     args = ap.parse_args()
+    global STAT
+    STAT = min if args.stat == "min" else statistics.median
     if args.threads:
         torch.set_num_threads(args.threads)
     scale = 0.1 if args.quick else 1.0
@@ -195,7 +202,7 @@ def main() -> None:
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average "
         f"{' '.join(f'{v:.2f}' for v in os.getloadavg())} on {os.cpu_count()} cores; "
-        "median of interleaved repetitions"
+        f"{args.stat} of interleaved repetitions"
     )
     if args.only in (None, "gradcam"):
         configs = [
