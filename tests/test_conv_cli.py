@@ -128,3 +128,16 @@ def test_user_errors_are_convlens_errors(run_dir: Path, mnist_dir: Path) -> None
 def test_explain_the_strongest_response_by_default() -> None:
     out = ok("explain", "--matrix", "0,0,0;0,9,0;0,0,0", "--kernel", "laplacian", "--padding", "1")
     assert "out[1, 1]" in out and "= -36" in out  # the centre: -4·9
+
+
+def test_the_installed_command_reports_errors_in_one_line() -> None:
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "convlens", "conv", "shape", "--input-size", "5", "--layer", "conv:k=7"],
+                         capture_output=True, text=True)
+    assert res.returncode == 1 and res.stdout == ""
+    assert res.stderr.strip().splitlines() == [
+        "convlens: error: kernel_size=(7, 7), dilation=(1, 1): the kernel spans 7×7 pixels but the padded "
+        "input is only 5×5; use a smaller kernel or dilation, or more padding"
+    ]
