@@ -264,7 +264,7 @@ def topk_examples(
     eval mode without gradients and is left as it was.
 
     >>> report = topk_examples(model, dataset, "conv2", k=9)       # doctest: +SKIP
-    >>> report["conv2"].indices[7]   # the 9 digits filter 7 likes most
+    >>> report["conv2"].indices[7]   # the 9 digits filter 7 likes most  # doctest: +SKIP
     """
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ConfigError(f"k must be a positive integer, got {k!r}")
