@@ -498,6 +498,21 @@ def test_gradient_cams_share_one_forward_and_one_backward_pass() -> None:
         close(together[name].raw, cam(m, x, method=name, layer="conv2", target=1).raw, atol=1e-12)
 
 
+def test_no_reference_to_the_model_is_kept() -> None:
+    import gc
+    import weakref
+
+    m = MiniResNet()
+    x = torch.randn(1, 3, 8, 8)
+    for name in ("gradcam", "scorecam", "guided-backprop"):
+        cam(m, x, method=name, layer="layer1.conv1" if METHODS[name].needs_layer else None)
+    cam(m, x)  # the default layer is remembered per model, weakly
+    ref = weakref.ref(m)
+    del m
+    gc.collect()
+    assert ref() is None
+
+
 # --- errors -------------------------------------------------------------------------------
 
 

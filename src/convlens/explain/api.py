@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -59,31 +58,6 @@ def make_method(method: MethodSpec, model: nn.Module, layer: str | Sequence[str]
             raise ConfigError(f"{cls.title} attributes to the input and reads no layer; drop layer={layer!r}")
         return cls(model, **options)
     return cls(model, layer, **options)
-
-
-_METHODS: weakref.WeakKeyDictionary[nn.Module, dict[Any, Method]] = weakref.WeakKeyDictionary()
-
-
-def _cached_method(method: MethodSpec, model: nn.Module, layer: str | Sequence[str] | None,
-                   options: dict[str, Any]) -> Method:
-    """:func:`make_method`, remembered per model for repeated calls with the same hashable
-    arguments (a method holds only its settings and the layer modules, re-checked here)."""
-    if not isinstance(model, nn.Module):
-        return make_method(method, model, layer, **options)  # raises the user-facing error
-    try:
-        key = (method, layer if layer is None or isinstance(layer, str) else tuple(layer),
-               tuple(sorted(options.items())))
-        hash(key)
-    except TypeError:
-        return make_method(method, model, layer, **options)
-    cache = _METHODS.get(model)
-    if cache is None:
-        cache = _METHODS[model] = {}
-    found = cache.get(key)
-    if found is not None and all(model.get_submodule(n) is mod for n, mod in found._modules.items()):
-        return found
-    built = cache[key] = make_method(method, model, layer, **options)
-    return built
 
 
 def run_methods(model: nn.Module, x: Tensor, methods: Sequence[Method], target: Target = None) -> list[Explanation]:
@@ -141,7 +115,7 @@ def cam(
     >>> result.maps.shape, result.raw.shape                                     # doctest: +SKIP
     (torch.Size([1, 28, 28]), torch.Size([1, 14, 14]))
     """
-    return run_methods(model, x, [_cached_method(method, model, layer, options)], target)[0]
+    return run_methods(model, x, [make_method(method, model, layer, **options)], target)[0]
 
 
 def explain(

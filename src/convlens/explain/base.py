@@ -283,6 +283,13 @@ def layer_modules(model: nn.Module, layer: str | Sequence[str] | None) -> dict[s
         raise ConfigError("layer=[] names no layer: give a dotted module name such as 'conv2', or None")
     if len(set(names)) != len(names):
         raise ConfigError(f"layer names repeat in {list(names)}; give each once")
+    if all(isinstance(n, str) and n for n in names):
+        try:  # the quick way; resolve_layers below explains what is wrong otherwise
+            found = {n: model.get_submodule(n) for n in names}
+            if not any(isinstance(m, torch.jit.ScriptModule) for m in found.values()):
+                return found
+        except AttributeError:
+            pass
     return resolve_layers(model, names)
 
 
@@ -477,7 +484,7 @@ class Method(abc.ABC):
             return {}
         if self._modules:
             return self._modules
-        return resolve_layers(self.model, default_layer(self.model, x))
+        return layer_modules(self.model, default_layer(self.model, x))
 
     @abc.abstractmethod
     def _raw(self, p: Pass, layers: Sequence[str]) -> tuple[dict[str, Tensor], Tensor | None]:

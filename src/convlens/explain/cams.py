@@ -23,13 +23,13 @@ from convlens.explain.base import (
     Pass,
     Perturbation,
     forward_batches,
+    layer_modules,
     normalise,
     rows,
     upsample,
 )
 from convlens.explain.registry import register_method
 from convlens.explain.targets import call_target
-from convlens.inspect.capture import resolve_layers
 
 
 def weighted_sum(w: Tensor, a: Tensor) -> Tensor:
@@ -235,7 +235,7 @@ class AblationCAM(Perturbation, LayerMethod):
     def _layer_raw(self, p: Pass, layer: str) -> Tensor:
         a = p.activations[layer]
         n, k = a.shape[:2]
-        module = resolve_layers(self.model, layer)[layer]
+        module = layer_modules(self.model, layer)[layer]
         n_idx, k_idx = _live_pairs(a, a.flatten(2).ne(0).any(2))
         weights = a.new_zeros(n, k, p.plan.rounds)
         if n_idx.numel():
