@@ -20,14 +20,20 @@ _LAZY = {
     "build_model": "convlens.models",
     "capture": "convlens.inspect",
     "layers": "convlens.inspect",
+    "channel_stats": "convlens.inspect",
+    "topk_examples": "convlens.inspect",
+    "cam": "convlens.explain",
+    "faithfulness": "convlens.explain",
+    "load_model": "convlens.models.external",
     "receptive_field": "convlens.inspect.receptive",
     "load_dataset": "convlens.data",
     "ConvlensError": "convlens.errors",
 }
 
 __all__ = [
-    "ConvlensError", "Run", "TrainConfig", "__version__", "build_model", "capture", "layers",
-    "load_dataset", "load_run", "receptive_field", "train",
+    "ConvlensError", "Run", "TrainConfig", "__version__", "build_model", "cam", "capture",
+    "channel_stats", "faithfulness", "layers", "load_dataset", "load_model", "load_run",
+    "receptive_field", "topk_examples", "train",
 ]
 
 
@@ -47,8 +53,10 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover
     from convlens.data import load_dataset
     from convlens.errors import ConvlensError
-    from convlens.inspect import capture, layers
+    from convlens.explain import cam, faithfulness
+    from convlens.inspect import capture, channel_stats, layers, topk_examples
     from convlens.inspect.receptive import receptive_field
     from convlens.models import build_model
+    from convlens.models.external import load_model
     from convlens.models.run import Run, load_run
     from convlens.train import TrainConfig, train
