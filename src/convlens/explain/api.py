@@ -10,7 +10,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from convlens.errors import ConfigError
-from convlens.explain.base import Explanation, Method, prepare, run_pass
+from convlens.explain.base import Explanation, Method, eval_mode, prepare, run_pass
 from convlens.explain.registry import METHODS, get_method
 from convlens.explain.targets import Target
 
@@ -68,9 +68,7 @@ def run_methods(model: nn.Module, x: Tensor, methods: Sequence[Method], target: 
     union: dict[str, nn.Module] = {}
     for mine in layers:
         union.update(mine)
-    for m in training:  # eval mode for the call (see convlens.explain.base.eval_mode)
-        m.training = False
-    try:
+    with eval_mode(model, training):
         p = run_pass(
             model, x, target, union,
             layer_gradients=any(m.wants_layer_gradients for m in methods),
@@ -78,9 +76,6 @@ def run_methods(model: nn.Module, x: Tensor, methods: Sequence[Method], target: 
             guided=any(m.wants_guided_gradients for m in methods),
         )
         return [m.explain(p, tuple(names)) for m, names in zip(methods, layers, strict=True)]
-    finally:
-        for m in training:
-            m.training = True
 
 
 def cam(

@@ -34,9 +34,8 @@ Conventions (the same for every method; see docs/explain.md for how peers differ
 from __future__ import annotations
 
 import abc
-import contextlib
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, ClassVar, Literal
@@ -170,25 +169,27 @@ def upsample(maps: Tensor, size: tuple[int, int]) -> Tensor:
 # --- the model during a call --------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def eval_mode(model: nn.Module, training: list[nn.Module] | None = None) -> Iterator[None]:
+class eval_mode:
     """Put every module in eval mode for the block; restore each ``training`` flag after.
 
     Explanations describe the model's predictions, so dropout is off and batch norm uses its
     running statistics (which therefore are not updated either). ``training`` (the modules
-    in training mode) can be passed when already known (see :func:`prepare`).
+    in training mode) can be passed when already known (see :func:`prepare`). The one
+    helper for this in :mod:`convlens.explain`; a class, not a generator, because it sits
+    on the hot path of every call.
     """
-    if training is None:
-        training = [m for m in model.modules() if m.training]
-    if not training:
-        yield
-        return
-    try:
-        for m in training:
+
+    __slots__ = ("training",)
+
+    def __init__(self, model: nn.Module, training: list[nn.Module] | None = None) -> None:
+        self.training = [m for m in model.modules() if m.training] if training is None else training
+
+    def __enter__(self) -> None:
+        for m in self.training:
             m.training = False
-        yield
-    finally:
-        for m in training:
+
+    def __exit__(self, *exc: object) -> None:
+        for m in self.training:
             m.training = True
 
 

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from convlens.errors import ConfigError
 from convlens.explain._progress import batches, chunks
-from convlens.explain.base import forward_batches, normalise, prepare
+from convlens.explain.base import eval_mode, forward_batches, normalise, prepare
 
 # --- building blocks ------------------------------------------------------------------------
 
@@ -155,7 +155,7 @@ def perturbation_curves(
             return torch.where(done, fill[sample], x[sample])
         return torch.where(done, x[sample], fill[sample])
 
-    with _eval(training):
+    with eval_mode(model, training):
         logits = forward_batches(model, n * points, make, batch_size, progress, mode.capitalize())
     probs = logits.softmax(1).gather(1, cls.repeat_interleave(points).unsqueeze(1)).squeeze(1)
     return probs.view(n, points)
@@ -181,28 +181,13 @@ def average_drop_increase(
     base = _baseline(baseline, x)
     weight = normalise(maps.to(x.dtype)).unsqueeze(1)
     masked = base + weight * (x - base)
-    with _eval(training):
+    with eval_mode(model, training):
         logits = forward_batches(model, 2 * n, lambda lo, hi: torch.cat([x, masked])[lo:hi], batch_size,
                                  progress, "Average Drop")
     p = logits.softmax(1)
     y = p[:n].gather(1, cls.unsqueeze(1)).squeeze(1)
     o = p[n:].gather(1, cls.unsqueeze(1)).squeeze(1)
     return (y - o).clamp_min(0) / y, o > y
-
-
-class _eval:
-    """Eval mode for a block, given the modules found in training mode by ``prepare``."""
-
-    def __init__(self, training: list[nn.Module]) -> None:
-        self.training = training
-
-    def __enter__(self) -> None:
-        for m in self.training:
-            m.training = False
-
-    def __exit__(self, *exc: object) -> None:
-        for m in self.training:
-            m.training = True
 
 
 # --- the sanity check -----------------------------------------------------------------------
