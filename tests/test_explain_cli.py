@@ -112,3 +112,13 @@ def test_faithfulness_user_error(run_dir: Path, mnist_dir: Path, capsys: pytest.
     code, _, err = _cli(capsys, "faithfulness", str(run_dir), "--target", "top2", "--n", "2",
                         "--data-dir", str(mnist_dir))
     assert code == 1 and "one class per image" in err
+
+
+def test_cam_help_lists_every_registered_method(capsys: pytest.CaptureFixture[str]) -> None:
+    from convlens.explain import METHODS
+
+    code, out, _ = _cli(capsys, "cam", "--help")
+    assert code == 0
+    flat = " ".join(out.split()).replace("- ", "-")  # undo click's line wrapping
+    missing = [name for name in METHODS if name not in flat]
+    assert not missing, f"add {missing} to the --method help of `convlens cam`"
