@@ -22,9 +22,9 @@ from convlens.inspect.capture import (
 )
 
 _LAZY = {
-    "layers": "convlens.inspect.layers",
-    "LayerRow": "convlens.inspect.layers",
-    "LayerTable": "convlens.inspect.layers",
+    "layers": "convlens.inspect.table",
+    "LayerRow": "convlens.inspect.table",
+    "LayerTable": "convlens.inspect.table",
     "channel_stats": "convlens.inspect.stats",
     "LayerStats": "convlens.inspect.stats",
     "StatsReport": "convlens.inspect.stats",
@@ -75,6 +75,6 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover
     from convlens.inspect.dump import dump_activations, dump_info, read_activations
-    from convlens.inspect.layers import LayerRow, LayerTable, layers
     from convlens.inspect.stats import LayerStats, StatsReport, channel_stats
+    from convlens.inspect.table import LayerRow, LayerTable, layers
     from convlens.inspect.topk import TopK, TopKReport, topk_examples

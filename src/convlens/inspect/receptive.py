@@ -42,7 +42,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 from convlens.conv.arithmetic import FieldTable, Geometry, LayerField, pair
 from convlens.errors import ConfigError, LayerError, unknown_name
 from convlens.inspect._state import evaluating
-from convlens.inspect.layers import input_batch
+from convlens.inspect.table import input_batch
 
 __all__ = ["ConvFilter", "conv_filter", "layer_input", "receptive_field"]
 
