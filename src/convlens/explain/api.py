@@ -10,9 +10,10 @@ from typing import Any
 from torch import Tensor, nn
 
 from convlens.errors import ConfigError
-from convlens.explain.base import Explanation, Method, eval_mode, prepare, run_pass
+from convlens.explain.base import Explanation, Method, prepare, run_pass
 from convlens.explain.registry import METHODS, get_method
 from convlens.explain.targets import Target
+from convlens.inspect._state import eval_mode
 
 MethodSpec = str | Method | type[Method]
 

@@ -169,30 +169,6 @@ def upsample(maps: Tensor, size: tuple[int, int]) -> Tensor:
 # --- the model during a call --------------------------------------------------------------
 
 
-class eval_mode:
-    """Put every module in eval mode for the block; restore each ``training`` flag after.
-
-    Explanations describe the model's predictions, so dropout is off and batch norm uses its
-    running statistics (which therefore are not updated either). ``training`` (the modules
-    in training mode) can be passed when already known (see :func:`prepare`). The one
-    helper for this in :mod:`convlens.explain`; a class, not a generator, because it sits
-    on the hot path of every call.
-    """
-
-    __slots__ = ("training",)
-
-    def __init__(self, model: nn.Module, training: list[nn.Module] | None = None) -> None:
-        self.training = [m for m in model.modules() if m.training] if training is None else training
-
-    def __enter__(self) -> None:
-        for m in self.training:
-            m.training = False
-
-    def __exit__(self, *exc: object) -> None:
-        for m in self.training:
-            m.training = True
-
-
 def prepare(model: nn.Module, x: Any) -> tuple[Tensor, list[nn.Module]]:
     """``x`` as an ``(N, C, H, W)`` float tensor on the model's device and in its dtype, and
     the modules that are in training mode (one walk over the model for both)."""

@@ -36,7 +36,8 @@ from torch import Tensor, nn
 
 from convlens.errors import ConfigError
 from convlens.explain._progress import batches, chunks
-from convlens.explain.base import eval_mode, forward_batches, normalise, prepare
+from convlens.explain.base import forward_batches, normalise, prepare
+from convlens.inspect._state import eval_mode
 
 # --- building blocks ------------------------------------------------------------------------
 

@@ -10,21 +10,39 @@ import torch
 from torch import nn
 
 
+class eval_mode:
+    """Put every module in eval mode for the block; restore each ``training`` flag after.
+
+    Explanations describe the model's predictions, so dropout is off and batch norm uses its
+    running statistics (which therefore are not updated either). ``training`` (the modules
+    in training mode) can be passed when already known (see
+    :func:`convlens.explain.base.prepare`). The one helper for this in convlens
+    (torch-cam copies it in three places); a class, not a generator, because it sits on
+    the hot path of every explanation.
+    """
+
+    __slots__ = ("training",)
+
+    def __init__(self, model: nn.Module, training: list[nn.Module] | None = None) -> None:
+        self.training = [m for m in model.modules() if m.training] if training is None else training
+
+    def __enter__(self) -> None:
+        for m in self.training:
+            m.training = False
+
+    def __exit__(self, *exc: object) -> None:
+        for m in self.training:
+            m.training = True
+
+
 @contextlib.contextmanager
 def evaluating(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode and no gradients for the block; every module's ``training`` flag restored.
+    """:class:`eval_mode` and no gradients for the block.
 
-    The one helper every inspection pass uses (torch-cam copies this in three places).
     Inspection must not update BatchNorm running statistics or sample dropout masks.
     """
-    flags = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()
-        with torch.no_grad():
-            yield model
-    finally:
-        for module, flag in flags:
-            module.training = flag
+    with eval_mode(model), torch.no_grad():
+        yield model
 
 
 def device_and_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from convlens.inspect._state import eval_mode
 from convlens.models.builder import build_cnn
 from convlens.models.config import CNNConfig
 from convlens.models.run import (
@@ -37,18 +38,13 @@ from convlens.train.device import resolve_device
 def evaluate(model: nn.Module, dataset: Any, *, batch_size: int = 1000,
              device: torch.device | str = "cpu") -> tuple[float, float]:
     """Mean cross-entropy loss and accuracy of ``model`` on ``dataset``."""
-    was_training = model.training
-    model.eval()
     total_loss, correct, n = 0.0, 0, 0
-    try:
-        with torch.inference_mode():
-            for x, y in dataset.batches(batch_size, device=device):
-                logits = model(x)
-                total_loss += F.cross_entropy(logits, y, reduction="sum").item()
-                correct += int((logits.argmax(1) == y).sum())
-                n += len(y)
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.inference_mode():
+        for x, y in dataset.batches(batch_size, device=device):
+            logits = model(x)
+            total_loss += F.cross_entropy(logits, y, reduction="sum").item()
+            correct += int((logits.argmax(1) == y).sum())
+            n += len(y)
     return total_loss / max(n, 1), correct / max(n, 1)
 
 
