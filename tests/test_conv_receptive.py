@@ -256,6 +256,18 @@ def stacks(draw: st.DrawFn) -> tuple[list[dict[str, Any]], tuple[int, int]]:
     return layers, (draw(st.integers(6, 24)), draw(st.integers(6, 24)))
 
 
+def _empty_max_window(size: tuple[int, ...], spec: dict[str, Any]) -> bool:
+    """Whether some window of this max pool has all its taps outside its input."""
+    out = output_size(size, spec["kernel_size"], spec["stride"], spec["padding"], spec["dilation"],
+                      kind="pool", ceil_mode=spec["ceil_mode"])
+    for axis in (0, 1):
+        k, s, p, d = (spec[key][axis] for key in ("kernel_size", "stride", "padding", "dilation"))
+        for o in range(out[axis]):
+            if not any(0 <= o * s - p + t * d < size[axis] for t in range(k)):
+                return True
+    return False
+
+
 def _torch_stack(layers: list[dict[str, Any]]) -> nn.Module:
     mods: list[nn.Module] = []
     for spec in layers:
@@ -277,6 +289,13 @@ def test_random_stacks_gradients_and_arithmetic_agree(case: tuple[list[dict[str,
     except ConfigError:
         assume(False)
         return
+    # PyTorch bug: a dilated max-pool window with no tap inside its input yields -inf and
+    # an index past the end of the input; the backward pass then writes out of bounds
+    # (wrong gradients, then heap corruption). Such stacks cannot be checked by gradients.
+    sizes = [hw] + [row.output_shape[-2:] for row in numpy_table]
+    assume(not any(
+        _empty_max_window(sizes[n], spec) for n, spec in enumerate(layers) if spec["kind"] == "maxpool"
+    ))
     model = _positive(_torch_stack(layers))
     table = receptive_field(model, (1, *hw))
     for ours, walked in zip(numpy_table, table, strict=True):

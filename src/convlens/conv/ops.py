@@ -45,9 +45,8 @@ __all__ = ["avg_pool2d", "conv2d", "conv_transpose2d", "max_pool2d", "pad2d"]
 _IM2COL_BUDGET = 1 << 20
 _NP_PAD_MODE = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
-# Work buffers (padded input, im2col columns, products) are kept per thread and reused
-# across calls, up to this many elements each (at most 3 × 16 MiB per thread in
-# float64): touching freshly mapped memory costs page faults that, on small layers,
+# Work buffers (padded input, im2col columns) are kept per thread and reused across
+# calls, up to this many elements each (at most 2 × 16 MiB per thread in float64): touching freshly mapped memory costs page faults that, on small layers,
 # take several times longer than the arithmetic.
 _SCRATCH_KEEP = 1 << 21
 _scratch_pool = threading.local()
@@ -210,13 +209,12 @@ def conv2d(
     b = None if ba is None else ba.astype(dtype, copy=False)
     n, w_in = xb.shape[0], xb.shape[3]
     wp = w_in + plan.pad[2] + plan.pad[3]
-    out = np.empty((n, c_out, *plan.out), dtype=dtype)
     if n == 0 or c_out == 0:
-        return out[0] if unbatched else out
-    if plan.stride == (1, 1) and wp <= 1.25 * plan.out[1]:
-        _correlate_rows(xf, w, b, plan.pad, padding_mode, plan.dilation, groups, out)
+        out = np.zeros((n, c_out, *plan.out), dtype=dtype)
+    elif plan.stride == (1, 1) and wp <= 1.25 * plan.out[1]:
+        out = _correlate_rows(xf, w, b, plan.pad, padding_mode, plan.dilation, groups, plan.out)
     else:
-        _correlate_nhwc(xf, w, b, plan.pad, padding_mode, plan.stride, plan.dilation, groups, out)
+        out = _correlate_nhwc(xf, w, b, plan.pad, padding_mode, plan.stride, plan.dilation, groups, plan.out)
     return out[0] if unbatched else out
 
 
@@ -237,9 +235,9 @@ def _correlate_rows(
     mode: str,
     dilation: tuple[int, int],
     groups: int,
-    out: NDArray[Any],
-) -> None:
-    """Stride-1 cross-correlation on whole padded rows (NCHW), written into ``out``.
+    out_hw: tuple[int, int],
+) -> NDArray[Any]:
+    """Stride-1 cross-correlation on whole padded rows (NCHW).
 
     Output pixel ``(i, j)`` is computed at position ``p = i*Wp + j`` of the flattened
     padded image; kernel tap (a, b) then reads position ``p + a*dh*Wp + b*dw``, so
@@ -247,11 +245,13 @@ def _correlate_rows(
     ``Ho*Wp`` values (cheap to gather). The ``Wp - Wo`` extra columns per row are
     computed and dropped, which is why this path is used only when they are few.
     One matrix product per group and batch chunk:
-    ``(C_out/G, C/G·kh·kw) @ (C/G·kh·kw, samples·Ho·Wp)``.
+    ``(C_out/G, C/G·kh·kw) @ (C/G·kh·kw, samples·Ho·Wp)``, written straight into the
+    result buffer (C_out, N, Ho, Wp); the result is a view of it without the extra
+    columns, so no copy follows the product.
     """
     n, c, h, w_in = x.shape
     c_out, cg, kh, kw = w.shape
-    ho, wo = out.shape[2:]
+    ho, wo = out_hw
     top, bottom, left, right = pad
     hp, wp = h + top + bottom, w_in + left + right
     # one spare row at the very end: the last run of the last plane reads up to
@@ -281,16 +281,14 @@ def _correlate_rows(
         wmat[:, :, k] = bias.reshape(groups, cog)
     step = max(1, _IM2COL_BUDGET // max(c * kh * kw * length, 1))
     cols_buf = _scratch("cols", groups * (k + 1) * min(step, n) * length, x.dtype)
-    prod_buf = _scratch("products", c_out * min(step, n) * length, x.dtype)
+    full = np.empty((groups, cog, n * length), dtype=x.dtype)  # = (C_out, N, Ho, Wp)
     for n0 in range(0, n, step):
         m = min(n, n0 + step) - n0
         cols = cols_buf[: groups * (k + 1) * m * length].reshape(groups, k + 1, m * length)
         np.copyto(cols[:, :k].reshape(groups, cg, kh, kw, m, length), view[:, :, :, :, n0 : n0 + m])
         cols[:, k] = 1
-        prod = prod_buf[: c_out * m * length].reshape(groups, cog, m * length)
-        np.matmul(wmat, cols, out=prod)
-        # (C_out, m, Ho, Wp) -> drop the extra columns -> (m, C_out, Ho, Wo)
-        np.copyto(out[n0 : n0 + m], prod.reshape(c_out, m, ho, wp)[:, :, :, :wo].transpose(1, 0, 2, 3))
+        np.matmul(wmat, cols, out=full[:, :, n0 * length : (n0 + m) * length])
+    return full.reshape(c_out, n, ho, wp)[:, :, :, :wo].transpose(1, 0, 2, 3)
 
 
 def _correlate_nhwc(
@@ -302,17 +300,19 @@ def _correlate_nhwc(
     stride: tuple[int, int],
     dilation: tuple[int, int],
     groups: int,
-    out: NDArray[Any],
-) -> None:
+    out_hw: tuple[int, int],
+) -> NDArray[Any]:
     """General cross-correlation via an exact im2col on a channels-last copy.
 
     The padded input is laid out N×Hp×Wp×C, so one output pixel's window is
     ``kh`` runs of ``kw·C/G`` contiguous values (for dilation 1). One matrix product
-    per group and batch chunk: ``(samples·Ho·Wo, kh·kw·C/G) @ (kh·kw·C/G, C_out/G)``.
+    per group and batch chunk: ``(samples·Ho·Wo, kh·kw·C/G) @ (kh·kw·C/G, C_out/G)``,
+    written straight into a channels-last result (N, Ho, Wo, C_out); the result is
+    its N×C_out×Ho×Wo view, so no copy follows the product.
     """
     n, c, h, w_in = x.shape
     c_out, cg, kh, kw = w.shape
-    ho, wo = out.shape[2:]
+    ho, wo = out_hw
     top, bottom, left, right = pad
     hp, wp = h + top + bottom, w_in + left + right
     xt = _scratch("padded", n * hp * wp * c, x.dtype).reshape(n, hp, wp, c)  # channels last
@@ -336,16 +336,14 @@ def _correlate_nhwc(
         wmat[:, k] = bias.reshape(groups, cog)
     step = max(1, _IM2COL_BUDGET // max(c * kh * kw * pixels, 1))
     cols_buf = _scratch("cols", groups * min(step, n) * pixels * (k + 1), x.dtype)
-    prod_buf = _scratch("products", c_out * min(step, n) * pixels, x.dtype)
+    full = np.empty((n * pixels, groups, cog), dtype=x.dtype)  # = (N, Ho, Wo, C_out)
     for n0 in range(0, n, step):
         m = min(n, n0 + step) - n0
         cols = cols_buf[: groups * m * pixels * (k + 1)].reshape(groups, m * pixels, k + 1)
         np.copyto(cols[:, :, :k].reshape(groups, m, ho, wo, kh, kw, cg), view[:, n0 : n0 + m])
         cols[:, :, k] = 1
-        prod = prod_buf[: c_out * m * pixels].reshape(groups, m * pixels, cog)
-        np.matmul(cols, wmat, out=prod)
-        # (G, m, Ho, Wo, C_out/G) -> (m, C_out, Ho, Wo)
-        np.copyto(out[n0 : n0 + m].reshape(m, groups, cog, ho, wo), prod.reshape(groups, m, ho, wo, cog).transpose(1, 0, 4, 2, 3))
+        np.matmul(cols, wmat, out=full[n0 * pixels : (n0 + m) * pixels].transpose(1, 0, 2))
+    return full.reshape(n, ho, wo, c_out).transpose(0, 3, 1, 2)
 
 
 def conv_transpose2d(
@@ -432,7 +430,9 @@ def max_pool2d(
 
     ``stride`` defaults to ``kernel_size``. With ``return_indices`` also returns the
     flat index ``row*W + col`` of each maximum in its input plane (the first maximum
-    in scan order), like ``torch.nn.functional.max_pool2d``.
+    in scan order), like ``torch.nn.functional.max_pool2d``. A dilated window whose
+    taps all fall in the padding gives ``-inf`` and, as in PyTorch, an index past the
+    end of the plane (PyTorch's backward pass then writes out of bounds).
 
     >>> max_pool2d(np.arange(16.0).reshape(1, 4, 4), 2)[0]
     array([[ 5.,  7.],
