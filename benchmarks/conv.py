@@ -53,7 +53,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--blocks", type=int, default=10, help="blocks of calls per side and layer")
     parser.add_argument("--calls", type=int, default=5, help="timed calls per block")
-    parser.add_argument("--pause", type=float, default=0.2, help="seconds of rest before each block")
+    parser.add_argument("--pause", type=float, default=0.3, help="seconds of rest before each block")
     args = parser.parse_args()
     torch.set_num_threads(2)
     rng = np.random.default_rng(0)

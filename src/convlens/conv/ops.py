@@ -188,6 +188,11 @@ def conv2d(
     grid. ``padding`` is an int, a pair, ``'valid'`` or ``'same'``; ``padding_mode``
     is ``zeros``, ``reflect``, ``replicate`` or ``circular`` (as in ``nn.Conv2d``).
 
+    The result is the view of the matrix product's own buffer that has the N×C×H×W
+    shape, so it need not be C-contiguous (use ``np.ascontiguousarray`` if a
+    consumer requires that); copying it into place would cost more than the
+    arithmetic on small layers.
+
     >>> x = np.arange(16.0).reshape(1, 1, 4, 4)
     >>> conv2d(x, np.ones((1, 1, 2, 2)), stride=2)[0, 0]
     array([[10., 18.],
