@@ -15,7 +15,7 @@ from click.testing import CliRunner, Result
 import convlens.cli.conv  # noqa: F401  (attaches the conv group)
 from convlens.cli._app import app
 from convlens.conv import receptive_field_stack
-from convlens.errors import ConfigError, LayerError
+from convlens.errors import ConfigError, DataError, LayerError
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +123,8 @@ def test_user_errors_are_convlens_errors(run_dir: Path, mnist_dir: Path) -> None
     assert isinstance(res.exception, ConfigError) and "reads 16 channels" in str(res.exception)
     res = invoke("explain", "--matrix", "1,2;3,4", "--kernel", "sobel_x")
     assert isinstance(res.exception, ConfigError) and "kernel spans 3×3" in str(res.exception)
+    res = invoke("explain", "--index", "99999", "--kernel", "sobel_x", "--data-dir", mnist_dir)
+    assert isinstance(res.exception, DataError) and "examples 0..1499" in str(res.exception)
 
 
 def test_explain_the_strongest_response_by_default() -> None:

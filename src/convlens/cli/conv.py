@@ -100,6 +100,10 @@ def _load_input(handle: Any, *, digit: str | None, index: int | None, image: Pat
 
     ds = load_dataset(handle.data.name if handle is not None else dataset, split, data_dir=data_dir)
     i = ds.index_of(d, nth) if d is not None else int(index)  # type: ignore[arg-type]
+    if not 0 <= i < len(ds):
+        from convlens.errors import DataError
+
+        raise DataError(f"--index {i}: the {split} split has examples 0..{len(ds) - 1}")
     return to_float_image(ds.images[i].numpy()), f"{split} {ds.label_kind} {ds.classes[int(ds.labels[i])]} (index {i})"
 
 
