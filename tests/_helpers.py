@@ -222,3 +222,13 @@ def state_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 def partial_dirs(parent: Path) -> list[Path]:
     """Temporary directories an atomic write leaves beside its target if it fails."""
     return [p for p in parent.iterdir() if ".partial-" in p.name or ".old-" in p.name]
+
+
+# --- hypothesis ----------------------------------------------------------------------------------
+# Example counts of the convolution property tests: ``conv-ci`` by default (over 500
+# examples across the conv test files), ``conv-thorough`` with CONVLENS_CONV_PROFILE.
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+settings.register_profile("conv-ci", max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("conv-thorough", max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+CONV_PROFILE = settings.get_profile(os.environ.get("CONVLENS_CONV_PROFILE", "conv-ci"))

@@ -3,22 +3,20 @@ there (and torch's), for random set-ups; its window and padding bookkeeping by h
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from torch import nn
 
+from _helpers import CONV_PROFILE
 from convlens.conv import explain, output_size, parse_matrix, to_float_image
 from convlens.errors import ConfigError
 
-settings.register_profile("conv-ci", max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("conv-thorough", max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-PROFILE = settings.get_profile(os.environ.get("CONVLENS_CONV_PROFILE", "conv-ci"))
+PROFILE = CONV_PROFILE
 
 
 @st.composite

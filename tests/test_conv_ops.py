@@ -11,27 +11,21 @@ all across this file) or ``conv-thorough`` (CONVLENS_CONV_PROFILE=conv-thorough)
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
+from _helpers import CONV_PROFILE
 from convlens.conv import avg_pool2d, conv2d, conv_transpose2d, max_pool2d, output_size, pad2d
 from convlens.errors import ConfigError
 
-settings.register_profile(
-    "conv-ci", max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
-settings.register_profile(
-    "conv-thorough", max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
-PROFILE = settings.get_profile(os.environ.get("CONVLENS_CONV_PROFILE", "conv-ci"))
+PROFILE = CONV_PROFILE
 TORCH_REFUSALS = (RuntimeError, ValueError, TypeError, IndexError)
 DTYPES = {"float32": (np.float32, torch.float32), "float64": (np.float64, torch.float64)}
 

@@ -9,24 +9,22 @@ lie inside the computed region and reach each of its borders (clipped to the ima
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from torch import Tensor, nn
 
+from _helpers import CONV_PROFILE
 from convlens.conv import FieldTable, Geometry, LayerSpec, output_size, receptive_field_stack
 from convlens.errors import ConfigError, LayerError
 from convlens.inspect.receptive import conv_filter, receptive_field
 
-settings.register_profile("conv-ci", max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("conv-thorough", max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-PROFILE = settings.get_profile(os.environ.get("CONVLENS_CONV_PROFILE", "conv-ci"))
+PROFILE = CONV_PROFILE
 STACKS = settings(PROFILE, max_examples=max(10, PROFILE.max_examples // 5))
 
 
