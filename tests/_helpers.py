@@ -232,3 +232,30 @@ from hypothesis import HealthCheck, settings  # noqa: E402
 settings.register_profile("conv-ci", max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("conv-thorough", max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 CONV_PROFILE = settings.get_profile(os.environ.get("CONVLENS_CONV_PROFILE", "conv-ci"))
+
+
+# --- command line --------------------------------------------------------------------------------
+
+
+def cli_call(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """Run ``convlens ARGS`` in-process through the real entry point: (exit code, stdout, stderr)."""
+    from convlens.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return int(e.value.code or 0), out, err
+
+
+def untrained_run(path: Path, mnist_dir: Path) -> Path:
+    """A seeded, untrained seed-cnn saved as a run on the offline MNIST (fast CLI fixtures)."""
+    from convlens.data import load_dataset
+    from convlens.models import build_model, get_config
+    from convlens.models.run import DataSpec, RunConfig, save_run
+
+    torch.manual_seed(0)
+    model = build_model("seed-cnn")
+    ds = load_dataset("mnist", "test", data_dir=mnist_dir)
+    data = DataSpec(name="mnist", source=str(mnist_dir), classes=ds.classes, mean=ds.mean, std=ds.std)
+    cfg = RunConfig(model=get_config("seed-cnn"), data=data, seed=0, train={})
+    return save_run(path, cfg, model.state_dict(), {"test_accuracy": 0.1})

@@ -340,7 +340,7 @@ def test_stack_arithmetic_by_hand() -> None:
     assert t["0"].output_shape == (4, 6, 6) and t["1"].output_shape == (4, 3, 3)
     assert t["0"].params == 4 * 9 + 4 and t["0"].macs == 4 * 36 * 9
     assert output_size(8, 3) == (6, 6)
-    with pytest.raises(ConfigError, match="unknown layer 'conv3'"):
+    with pytest.raises(LayerError, match="unknown layer 'conv3'"):
         t["conv3"]
 
 

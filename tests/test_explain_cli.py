@@ -7,31 +7,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-import convlens.cli.explain  # noqa: F401  (attaches the commands, as cli/__init__ will)
-from convlens.cli import main
+from _helpers import cli_call as _cli
+from _helpers import untrained_run
 from convlens.data import load_dataset
 from convlens.explain import cam, faithfulness
-from convlens.models import build_model, get_config
-from convlens.models.run import DataSpec, RunConfig, load_run, save_run
-
-
-def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as e:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return int(e.value.code or 0), out, err
+from convlens.models.run import load_run
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Path:
-    torch.manual_seed(0)
-    model = build_model("seed-cnn")
-    ds = load_dataset("mnist", "test", data_dir=mnist_dir)
-    data = DataSpec(name="mnist", source=str(mnist_dir), classes=ds.classes, mean=ds.mean, std=ds.std)
-    cfg = RunConfig(model=get_config("seed-cnn"), data=data, seed=0, train={})
-    return save_run(tmp_path_factory.mktemp("runs") / "run", cfg, model.state_dict(), {"test_accuracy": 0.1})
+    return untrained_run(tmp_path_factory.mktemp("runs") / "run", mnist_dir)
 
 
 def test_cam_on_a_digit(run_dir: Path, mnist_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -32,7 +32,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, SupportsIndex
 
-from convlens.errors import ConfigError, unknown_name
+from convlens.errors import ConfigError, LayerError, unknown_name
 
 Pair = tuple[int, int]
 IntOrPair = int | Sequence[int]
@@ -546,7 +546,7 @@ class FieldTable(Sequence[LayerField]):
             for row in self.rows:
                 if row.name == key:
                     return row
-            raise ConfigError(unknown_name("layer", key, [r.name for r in self.rows]))
+            raise LayerError(unknown_name("layer", key, [r.name for r in self.rows]))
         return self.rows[key]
 
     @property
