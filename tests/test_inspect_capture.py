@@ -10,6 +10,7 @@ from torch import nn
 import convlens
 from convlens.errors import ConvlensError, LayerError
 from convlens.inspect import CaptureError, capture, capture_once
+from convlens.inspect.capture import InPlaceChange
 from zoo import (
     FunctionalCNN,
     InplaceCNN,
@@ -29,8 +30,10 @@ def _x(*shape: int, seed: int = 1) -> torch.Tensor:
 
 
 def _all_hooks(model: nn.Module) -> int:
+    """Hooks and instance-level ``forward`` wrappers (how capture taps most modules)."""
     return sum(
         len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) + len(m._backward_pre_hooks)
+        + ("forward" in m.__dict__)
         for m in model.modules()
     )
 
@@ -409,3 +412,131 @@ def test_streaming_one_block_many_passes() -> None:
             c1 = F.conv2d(x, m.conv1.weight, m.conv1.bias, padding=1)
             torch.testing.assert_close(cap["conv1"], c1)
             torch.testing.assert_close(cap["conv2"], m.conv2(c1.clamp(min=0)))
+
+
+# --- how modules are tapped ---------------------------------------------------------------------
+
+
+def test_a_module_with_its_own_forward_hook_is_captured_after_that_hook() -> None:
+    m = seeded(SeedCNN())
+    x = _x(1, 1, 28, 28)
+    handle = m.conv1.register_forward_hook(lambda mod, args, out: out * 2)  # the user's hook
+    try:
+        with capture(m, ["conv1", "conv2"]) as cap:
+            assert "forward" not in m.conv1.__dict__  # a hook, registered after the user's
+            assert "forward" in m.conv2.__dict__  # a wrapper
+            m(x)
+        assert list(m.conv1._forward_hooks.values()) == [handle.hooks_dict_ref()[handle.id]]  # type: ignore[index, misc]
+    finally:
+        handle.remove()
+    with torch.no_grad():
+        torch.testing.assert_close(cap["conv1"], 2 * F.conv2d(x, m.conv1.weight, m.conv1.bias, padding=2))
+
+
+def test_a_forward_the_user_replaced_is_wrapped_and_restored() -> None:
+    m = seeded(SeedCNN())
+    original = m.conv1.forward
+    calls: list[int] = []
+
+    def patched(x: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        return original(x) + 1
+
+    m.conv1.forward = patched  # type: ignore[method-assign]
+    with capture(m, "conv1") as cap:
+        m(_x(1, 1, 28, 28))
+    assert m.conv1.__dict__["forward"] is patched and calls == [1]
+    with torch.no_grad():
+        torch.testing.assert_close(cap["conv1"], original(_x(1, 1, 28, 28)) + 1)
+
+
+def test_data_parallel_models_are_tapped_with_hooks() -> None:
+    m = nn.DataParallel(seeded(SeedCNN()))  # no GPUs here: it just calls the module
+    with capture(m, "module.conv1") as cap:
+        assert len(m.module.conv1._forward_hooks) == 1 and "forward" not in m.module.conv1.__dict__
+        m(_x(1, 1, 28, 28))
+    assert _all_hooks(m) == 0
+    assert cap["module.conv1"].shape == (1, 16, 28, 28)  # type: ignore[union-attr]
+
+
+# --- gradients without tensor hooks, and a graph that starts at the layers ------------------------
+
+
+def _seed_oracle(m: SeedCNN, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    c1 = m.conv1(x)
+    c2 = m.conv2(m.pool1(m.relu1(c1)))
+    y = m.fc(m.pool2(m.relu2(c2)).flatten(1))
+    return c1, c2, y
+
+
+@pytest.mark.parametrize("from_layers", [False, True])
+def test_grad_equals_autograd_grad_and_leaves_dot_grad_alone(from_layers: bool) -> None:
+    m = seeded(SeedCNN())
+    x = _x(3, 1, 28, 28)
+    before = model_state(m)
+    # what explanations use: no tensor hooks at all
+    cap = capture(m, ["conv1", "conv2"], gradients=True, backward_hooks=False, graph_from_layers=from_layers)
+    with cap:
+        out = m(x)
+        assert _all_hooks(m) == 2
+    assert torch.is_grad_enabled()  # restored
+    grads = cap.grad(out[:, 2], retain_graph=True)
+    c1, c2, y = _seed_oracle(m, x)
+    g1, g2 = torch.autograd.grad(y[:, 2].sum(), [c1, c2], retain_graph=True)
+    torch.testing.assert_close(grads["conv1"], g1)
+    torch.testing.assert_close(grads["conv2"], g2)
+    weights = torch.randn(3, 10, generator=torch.Generator().manual_seed(0))
+    grads = cap.grad(out, weights)  # grad_outputs, as in torch.autograd.grad
+    (g2w,) = torch.autograd.grad(y, [c2], weights)
+    torch.testing.assert_close(grads["conv2"], g2w)
+    assert cap.gradients["conv2"] is grads["conv2"]
+    assert_same_state(before, model_state(m))  # no parameter .grad appeared
+
+
+def test_graph_from_layers_records_nothing_upstream_and_restores_grad_mode() -> None:
+    m = seeded(SeedCNN())
+    x = _x(2, 1, 28, 28).requires_grad_(True)
+    cap = capture(m, "conv2", gradients=True, graph_from_layers=True)
+    with torch.no_grad():  # the graph starts at the layer whatever the mode outside
+        with cap:
+            out = m(x)
+        assert not torch.is_grad_enabled()
+    assert out.requires_grad and cap["conv2"].is_leaf  # type: ignore[union-attr]
+    assert cap.grad(out[:, 0])["conv2"].shape == (2, 32, 14, 14)  # type: ignore[union-attr]
+    assert x.grad is None
+    with pytest.raises(ZeroDivisionError), cap:
+        1 / 0  # noqa: B018
+    assert torch.is_grad_enabled() and _all_hooks(m) == 0
+
+
+def test_grad_errors_name_the_problem() -> None:
+    m = seeded(SharedCNN())
+    with capture(m, ["stem", "block.0"], gradients=True) as cap:
+        out = m(_x(1, 1, 6, 6))
+    with pytest.raises(CaptureError, match="does not depend on layer"):
+        cap.grad(cap["stem"].sum() * 0 + out.detach().sum() + cap["block.0"][0].sum())  # type: ignore[union-attr, index]
+    with pytest.raises(CaptureError, match="requires no grad"):
+        cap.grad(out.detach().sum())
+    with pytest.raises(CaptureError, match="records no gradients"), capture(m, "stem") as plain:
+        plain.grad(out.sum())
+
+
+def test_an_unforeseen_inplace_change_of_a_live_leaf_is_learned_and_run_retries() -> None:
+    m = seeded(_SometimesInplace())
+    m.requires_grad_(False)  # outputs need no grad: captured as leaves
+    x = _x(2, 1, 6, 6)
+    for _ in range(2):
+        res = capture_once(m, x, "conv", gradients=True, target=lambda out: out)
+    m.inplace = True  # now the model zeroes the conv output in place
+    with pytest.raises(InPlaceChange, match="in place"), capture(m, "conv", gradients=True):
+        m(x)
+    m.inplace = False
+    res = capture_once(m, x, "conv", gradients=True, target=lambda out: out)  # now copied
+    torch.testing.assert_close(res.activations["conv"], m.conv(x))
+    m.inplace = True
+    other = seeded(_SometimesInplace())  # never seen: the first pass copies and succeeds
+    other.requires_grad_(False)
+    other.inplace = True
+    res = capture_once(other, x, "conv", gradients=True, target=lambda out: out)
+    torch.testing.assert_close(res.activations["conv"], other.conv(x))
+    torch.testing.assert_close(res.gradients["conv"], torch.zeros_like(other.conv(x)))

@@ -169,11 +169,12 @@ def seeded(model: nn.Module, seed: int = 0) -> nn.Module:
 
 
 def model_state(model: nn.Module) -> dict[str, object]:
-    """Everything a convlens call must leave as it was: hooks, modes, flags, grads, weights."""
+    """Everything a convlens call must leave as it was: hooks, forward overrides (how
+    capture taps a module), modes, flags, grads, weights."""
     return {
         "hooks": [
             (name, len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks),
-             len(m._backward_pre_hooks))
+             len(m._backward_pre_hooks), "forward" in m.__dict__)
             for name, m in model.named_modules()
         ],
         "training": [(name, m.training) for name, m in model.named_modules()],

@@ -1,10 +1,12 @@
 """Capture what layers compute: the one way into a model's insides.
 
 Everything in convlens that reads activations or gradients (feature maps, statistics,
-top-k examples, CAMs) goes through :func:`capture`. It owns PyTorch forward hooks and
-tensor hooks for the length of a ``with`` block, removes them on every exit path
-(exceptions included, and removing twice is harmless), and leaves the model exactly as
-it came in: hooks, ``training`` flags, ``requires_grad``, ``.grad`` and weights.
+top-k examples, CAMs) goes through :func:`capture`. For the length of a ``with`` block it
+taps the named modules (by wrapping their ``forward``, or with forward hooks where a
+wrapper would not see the same thing; see "How a module is tapped" below) and, for
+gradients, optionally tensor hooks. It removes all of it on every exit path (exceptions
+included, and removing twice is harmless), and leaves the model exactly as it came in:
+hooks, ``forward``, ``training`` flags, ``requires_grad``, ``.grad`` and weights.
 
 >>> import torch
 >>> from torch import nn
@@ -16,9 +18,11 @@ it came in: hooks, ``training`` flags, ``requires_grad``, ``.grad`` and weights.
 
 Layers are addressed by their dotted names from ``model.named_modules()``. A module
 called several times in one forward pass (a shared module) yields a list with one
-tensor per call. Values are detached copies, unless ``gradients=True``: then they are
-the live tensors of the autograd graph, and ``cap.gradients[name]`` holds the gradient of
-whatever you call ``backward()`` on (inside the block) with respect to them.
+tensor per call. Values are detached (copies where the model changes them in place),
+unless ``gradients=True``: then they are the live tensors of the autograd graph, and
+``cap.gradients[name]`` holds the gradient of whatever you call ``backward()`` on (inside
+the block) with respect to them; ``cap.grad(score)`` computes them directly, without
+touching any ``.grad``.
 
 The one-call form runs one forward (and, for gradients, one backward) pass::
 
@@ -36,6 +40,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.module import _global_forward_hooks
 from torch.utils._pytree import tree_map
 
 from convlens.errors import ConfigError, ConvlensError, LayerError, unknown_name
@@ -75,39 +80,41 @@ def resolve_layers(model: nn.Module, layers: str | Sequence[str]) -> dict[str, n
     """
     if not isinstance(model, nn.Module):
         raise ConfigError(f"expected a torch.nn.Module, got {type(model).__name__}; pass the model itself")
-    names = [layers] if isinstance(layers, str) else list(layers)
-    if not names:
-        raise ConfigError("no layers given: pass at least one dotted module name, e.g. 'conv1'")
+    names = (layers,) if isinstance(layers, str) else layers
     out: dict[str, nn.Module] = {}
     modules: dict[str, nn.Module] | None = None
     for name in names:
-        if not isinstance(name, str):
-            raise ConfigError(f"layer names are strings (dotted names from named_modules()), got {name!r}")
-        found = _lookup(model, name) if name else None
+        found = _lookup(model, name) if type(name) is str and name else None
         if found is None:  # TorchScript containers, or a wrong name: ask named_modules()
+            if not isinstance(name, str):
+                raise ConfigError(f"layer names are strings (dotted names from named_modules()), got {name!r}")
             if modules is None:
                 modules = dict(model.named_modules())
             found = modules.get(name) if name else None
             if found is None:
                 raise LayerError(unknown_name("layer", name, [n for n in modules if n]))
         out[name] = found
+    if not out:
+        raise ConfigError("no layers given: pass at least one dotted module name, e.g. 'conv1'")
     return out
 
 
 def _lookup(model: nn.Module, name: str) -> nn.Module | None:
     """Follow a dotted name through ``_modules`` (what named_modules() joins), or None."""
-    module = model
-    for part in name.split("."):
+    module: Any = model
+    for part in name.split(".") if "." in name else (name,):
         children = getattr(module, "_modules", None)
-        child = children.get(part) if isinstance(children, dict) else None
-        if not isinstance(child, nn.Module):
+        module = children.get(part) if type(children) is dict else None
+        if not isinstance(module, nn.Module):
             return None
-        module = child
     return module
 
 
+_SCRIPTED = torch.jit.ScriptModule
+
+
 def _is_scripted(module: nn.Module) -> bool:
-    return isinstance(module, torch.jit.ScriptModule)
+    return isinstance(module, _SCRIPTED)
 
 
 def _copy(value: Any) -> Any:
@@ -117,15 +124,69 @@ def _copy(value: Any) -> Any:
     return tree_map(lambda v: v.detach().clone() if isinstance(v, Tensor) else v, value)
 
 
+# How a module is tapped. Any forward hook sends every call of its module through
+# nn.Module's slow call path (closures, a try block, hook bookkeeping), and registering and
+# removing hooks costs more than a small model's layer does: together about a fifth of a
+# seed-cnn forward pass at batch 1. So for the length of the block convlens wraps the
+# module's ``forward`` (an instance attribute, which ``_call_impl`` calls on its fast path)
+# and restores it on exit. It falls back to ordinary forward hooks where a wrapper would see
+# something else than a hook registered last: outputs of a module with forward hooks of its
+# own (they may change the output) or while global forward hooks exist, and any module of a
+# model wrapped in nn.DataParallel (whose replicas would call the original's forward). A
+# wrapper sees a module's arguments after its pre-hooks, as a last pre-hook would.
+# (the module's __dict__, the wrapper, whether forward was in it, what it was)
+_Wrapped = tuple[dict[str, Any], Callable[..., Any], bool, Any]
+
+
+def _wrap_after(module: nn.Module, after: Callable[[nn.Module, Any, Any], Any]) -> _Wrapped:
+    """Call ``after(module, args, output)`` after each forward; a non-None result replaces
+    the output. Returns what :func:`_unwrap` needs to restore the module."""
+    own = module.__dict__
+    forward = module.forward
+
+    def tapped(*args: Any, **kwargs: Any) -> Any:
+        out = forward(*args, **kwargs)
+        new = after(module, args, out)
+        return out if new is None else new
+
+    record = (own, tapped, "forward" in own, own.get("forward"))
+    own["forward"] = tapped
+    return record
+
+
+def _wrap_before(module: nn.Module, before: Callable[[nn.Module, tuple[Any, ...]], Any]) -> _Wrapped:
+    """Call ``before(module, args)`` before each forward; a non-None result replaces the args."""
+    own = module.__dict__
+    forward = module.forward
+
+    def tapped(*args: Any, **kwargs: Any) -> Any:
+        new = before(module, args)
+        return forward(*(args if new is None else new), **kwargs)
+
+    record = (own, tapped, "forward" in own, own.get("forward"))
+    own["forward"] = tapped
+    return record
+
+
+def _unwrap(own: dict[str, Any], tapped: object, had: bool, previous: object) -> None:
+    if own.get("forward") is tapped:  # else someone replaced it meanwhile: theirs stays
+        if had:
+            own["forward"] = previous
+        else:
+            del own["forward"]
+
+
 # Copy only when needed. A captured tensor must keep the values the layer produced, but
 # copying every output costs a memory pass per layer, several per cent of a small model's
 # forward. So the first capture of a module's output (per kind and training mode) is a
-# copy, and at the end of the block convlens checks the version counter of the original:
-# if nothing changed it in place, later captures keep a detached alias (no copy) whose
-# version is verified at the end of the block (and on reads inside it); if something did
-# (an in-place ReLU, a residual `out += identity`), that module's output is always copied.
-# A verification that fails raises CaptureError instead of returning changed values.
-# Inference tensors have no version counter and are always copied.
+# copy, and at the end of the block convlens checks the version counter of what the rest of
+# the model received: if nothing changed it in place, later captures keep an alias (no
+# copy) whose version is verified at the end of the block (and on reads inside it); if
+# something did (an in-place ReLU, a residual `out += identity`), that module's output is
+# always copied. A verification that fails raises CaptureError instead of returning changed
+# values. Inference tensors have no version counter and are always copied. With gradients
+# the same holds for the live tensor: the rest of the model gets it directly once it is
+# known to be safe, else a clone.
 _Key = tuple[str, bool]  # ("output" | "input", module.training)
 
 
@@ -139,13 +200,24 @@ class _Seen:
         self.changed: set[_Key] = set()
 
 
-_SEEN: weakref.WeakKeyDictionary[nn.Module, _Seen] = weakref.WeakKeyDictionary()
+# id(module) -> (a weak reference to it, what was learned). A plain dict with weak
+# references rather than a WeakKeyDictionary, whose lookups cost several times more (this
+# sits on the path of every capture); the entry goes when the module does.
+_SEEN: dict[int, tuple[weakref.ReferenceType[nn.Module], _Seen]] = {}
 
 
 def _seen(module: nn.Module) -> _Seen:
-    seen = _SEEN.get(module)
-    if seen is None:
-        seen = _SEEN[module] = _Seen()
+    key = id(module)
+    entry = _SEEN.get(key)
+    if entry is not None and entry[0]() is module:
+        return entry[1]
+    seen = _Seen()
+
+    def forget(ref: weakref.ReferenceType[nn.Module]) -> None:
+        if _SEEN.get(key, (None,))[0] is ref:
+            del _SEEN[key]
+
+    _SEEN[key] = (weakref.ref(module, forget), seen)
     return seen
 
 
@@ -169,6 +241,40 @@ def _check_grad_mode(name: str) -> None:
             f"gradients requested for layer {name!r} under torch.no_grad(): no graph is built "
             "there; run the forward pass with gradients enabled (torch.enable_grad())"
         )
+
+
+#: Part of PyTorch's message when an in-place operation hits a leaf that requires grad.
+_INPLACE_ON_LEAF = "leaf Variable that requires grad"
+
+
+class InPlaceChange(CaptureError):
+    """A captured value was changed in place after capture. convlens has learned it and
+    copies that layer from now on: running the forward pass again gives correct values."""
+
+
+# The autograd engine, called the way torch.autograd.grad calls it but without its Python
+# preamble (argument normalisation, subclass dispatch, logging hooks), which costs about a
+# tenth of a small CNN's forward and backward pass at batch 1. Used for plain CPU tensors
+# only; anything else goes through torch.autograd.grad.
+_ENGINE = getattr(getattr(torch.autograd, "Variable", None), "_execution_engine", None)
+
+
+def autograd_grad(
+    outputs: Sequence[Tensor],
+    inputs: Sequence[Tensor],
+    grad_outputs: Sequence[Tensor],
+    *,
+    retain_graph: bool = False,
+) -> tuple[Tensor | None, ...]:
+    """``torch.autograd.grad(outputs, inputs, grad_outputs, allow_unused=True)``: ``None``
+    for an input the outputs do not depend on; ``.grad`` of leaves is not touched."""
+    outs, ins, gos = tuple(outputs), tuple(inputs), tuple(grad_outputs)
+    if _ENGINE is not None and all(type(t) is Tensor and t.device.type == "cpu" for t in outs + ins + gos):
+        try:
+            return tuple(_ENGINE.run_backward(outs, gos, retain_graph, False, ins, True, accumulate_grad=False))
+        except TypeError:  # a future engine signature: the public way below
+            pass
+    return torch.autograd.grad(outs, ins, gos, retain_graph=retain_graph, allow_unused=True)
 
 
 @dataclasses.dataclass
@@ -200,14 +306,18 @@ class Capture(Mapping[str, Captured]):
         inputs: bool = False,
         copy: bool = False,
         on_value: Callable[[str, Any], None] | None = None,
+        backward_hooks: bool = True,
+        graph_from_layers: bool = False,
     ) -> None:
         self.model = model
         self._on_value = on_value
         if on_value is not None and gradients:
             raise ConfigError("observe() passes values to a function; it records no gradients")
+        if graph_from_layers and not gradients:
+            raise ConfigError("graph_from_layers=True only matters with gradients=True")
         self._modules = resolve_layers(model, layers)
         for name, module in self._modules.items():
-            if _is_scripted(module):
+            if isinstance(module, _SCRIPTED):
                 raise CaptureError(
                     f"layer {name!r} is a TorchScript module, which cannot take hooks; capture "
                     "from the eager model before torch.jit.script, or from an eager module around it"
@@ -216,23 +326,27 @@ class Capture(Mapping[str, Captured]):
         self.want_gradients = bool(gradients)
         self.inputs = bool(inputs)
         self.copy = bool(copy)
+        self.backward_hooks = bool(backward_hooks)
+        self.graph_from_layers = bool(graph_from_layers)
         self._values: dict[str, list[Any]] = {name: [] for name in self.layers}
-        # per call: None for a copy, else the version the alias must still have when read
-        self._versions: dict[str, list[tuple[int, _Key] | None]] = {name: [] for name in self.layers}
-        # first captures of a module: (module, key, original alias, its version at capture)
+        # aliases to verify at the end of the block: (value, its version then, module, key, name)
+        self._checks: list[tuple[Tensor, int, nn.Module, _Key, str]] = []
+        # first captures of a module: (module, key, what the model received, its version then)
         self._probes: list[tuple[nn.Module, _Key, Tensor, int]] = []
-        self._grads: dict[str, dict[int, Tensor]] = {name: {} for name in self.layers}
-        self._handles: list[Any] = []
+        self._grads: dict[str, dict[int, Tensor]] = {name: {} for name in self.layers} if gradients else {}
+        self._taps: dict[str, Callable[..., Any]] = {}  # built when first needed
+        self._wrapped: list[_Wrapped] = []
+        self._handles: list[Any] = []  # forward hooks where a wrapper will not do, tensor hooks
+        # live leaves handed to the model as they are (known safe): (module, key)
+        self._bare: list[tuple[nn.Module, _Key]] = []
         self._active = False
+        self._dirty = False  # something was recorded since the last clear()
+        self._prev_grad = True
 
-    # -- hooks -----------------------------------------------------------------------------
+    # -- what a tap does -------------------------------------------------------------------
 
     def _keep(self, name: str, kind: str, module: nn.Module) -> Callable[[nn.Module, Any, Any], None]:
-        """The forward hook body that records ``value`` without gradients.
-
-        Called as ``keep(module, args, value)``: registered directly as a forward hook for
-        outputs (one Python call per layer call), wrapped for inputs.
-        """
+        """Record ``value`` without gradients: called as ``keep(module, args, value)``."""
         if self._on_value is not None:
             on_value = self._on_value
 
@@ -241,7 +355,7 @@ class Capture(Mapping[str, Captured]):
 
             return give
         store = self._values[name]
-        versions = self._versions[name]
+        checks = self._checks
         probes = self._probes
         always_copy = self.copy
         seen = _seen(module)  # shared with _learn: what it learns shows here
@@ -252,132 +366,216 @@ class Capture(Mapping[str, Captured]):
         def keep(module: nn.Module, args: Any, value: Any) -> None:
             if always_copy or type(value) is not Tensor or value.is_inference():
                 store.append(_copy(value))
-                versions.append(None)
                 return
             key = key_train if module.training else key_eval
             alias = value.detach() if value.requires_grad else value  # same storage either way
             if key in safe:
                 store.append(alias)
-                versions.append((alias._version, key))
+                checks.append((alias, alias._version, module, key, name))
                 return
             store.append(alias.clone())
-            versions.append(None)
             if key not in changed:
                 probes.append((module, key, alias, alias._version))
 
         return keep
 
-    def _hook_output(self, name: str) -> Callable[..., Any]:
-        if not self.want_gradients:
-            return self._keep(name, "output", self._modules[name])
+    def _live(self, name: str, kind: str, module: nn.Module) -> Callable[[nn.Module, Any], Tensor]:
+        """Keep a value in the graph: ``live(module, value)`` stores the live tensor and
+        returns what the rest of the model gets (the tensor itself once known to be safe,
+        else a clone, so that in-place operations downstream cannot change what is kept)."""
+        store = self._values[name]
+        checks = self._checks
+        probes = self._probes
+        grads = self._grads[name]
+        always_copy = self.copy
+        hooks = self.backward_hooks
+        from_layers = self.graph_from_layers
+        tensor_hooks = self._handles
+        bare = self._bare
+        seen = _seen(module)
+        safe, changed = seen.safe, seen.changed
+        key_train: _Key = (kind, True)
+        key_eval: _Key = (kind, False)
 
-        def grad_hook(module: nn.Module, args: Any, output: Any) -> Tensor:
-            live = self._live(name, output, "output")
-            return live.clone()  # what the rest of the model sees: in-place ops hit this copy
+        def live(module: nn.Module, value: Any) -> Tensor:
+            if from_layers:
+                torch.set_grad_enabled(True)  # the graph starts here (restored on exit)
+            else:
+                _check_grad_mode(name)
+            if not isinstance(value, Tensor):
+                raise CaptureError(
+                    f"layer {name!r} has a {type(value).__name__} {kind}; gradients need a tensor "
+                    "(capture a submodule that returns one)"
+                )
+            key = key_train if module.training else key_eval
+            private = kind == "input" and key in changed  # something else changes the input in place
+            if value.requires_grad:
+                # an input may feed other layers too (a residual shortcut): a tensor of its
+                # own carries the gradient through this layer only
+                tensor = value if kind == "output" else value.clone() if private else value.view_as(value)
+            else:  # a frozen model, or the graph starts here: a leaf holding the same values
+                tensor = (value.detach().clone() if private else value.detach()).requires_grad_(True)
+            index = len(store)
+            store.append(tensor)
+            checks.append((tensor, tensor._version, module, key, name))  # verified at the end
+            if hooks:
+                def record(grad: Tensor, index: int = index) -> None:
+                    grads[index] = grad.detach()
 
-        return grad_hook
+                tensor_hooks.append(tensor.register_hook(record))
+            if key in safe and not always_copy:
+                if tensor.is_leaf:  # PyTorch refuses in-place changes of it: see __exit__
+                    bare.append((module, key))
+                return tensor
+            handed = tensor.clone()
+            if key not in changed:
+                probes.append((module, key, handed, handed._version))
+            return handed
 
-    def _hook_input(self, name: str) -> Callable[..., Any]:
-        if not self.want_gradients:
-            keep = self._keep(name, "input", self._modules[name])
+        return live
 
-            def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
+    def _tap(self, name: str, module: nn.Module) -> Callable[..., Any]:
+        tap = self._taps.get(name)
+        if tap is None:
+            tap = self._taps[name] = self._make_tap(name, module)
+        return tap
+
+    def _wrap_keep(self, name: str, module: nn.Module) -> _Wrapped:
+        """:func:`_wrap_after` with ``keep``'s common case inlined (the hot path of capture):
+        an output already known to be safe is kept as it is, and checked at the end."""
+        own = module.__dict__
+        forward = module.forward
+        store = self._values[name]
+        checks = self._checks
+        safe = _seen(module).safe
+        key_train: _Key = ("output", True)
+        key_eval: _Key = ("output", False)
+
+        def tapped(*args: Any, **kwargs: Any) -> Any:
+            out = forward(*args, **kwargs)
+            key = key_train if module.training else key_eval
+            if type(out) is Tensor and key in safe and not out.requires_grad and not out.is_inference():
+                store.append(out)
+                checks.append((out, out._version, module, key, name))
+            else:
+                self._tap(name, module)(module, args, out)
+            return out
+
+        record = (own, tapped, "forward" in own, own.get("forward"))
+        own["forward"] = tapped
+        return record
+
+    def _make_tap(self, name: str, module: nn.Module) -> Callable[..., Any]:
+        """What records ``name``: ``after(module, args, output)`` (outputs) or
+        ``before(module, args)`` (inputs), in the signature of a forward (pre-)hook."""
+        if not self.inputs:
+            if self.want_gradients:
+                live = self._live(name, "output", module)
+
+                def after(module: nn.Module, args: Any, output: Any) -> Tensor:
+                    return live(module, output)
+
+                return after
+            return self._keep(name, "output", module)
+
+        if self.want_gradients:
+            live = self._live(name, "input", module)
+
+            def before(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
                 if not args:
                     raise CaptureError(f"layer {name!r} was called without a positional input to capture")
-                keep(module, args, args[0])
+                return (live(module, args[0]), *args[1:])
 
-            return hook
+            return before
+        keep = self._keep(name, "input", module)
 
-        def grad_hook(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        def peek(module: nn.Module, args: tuple[Any, ...]) -> None:
             if not args:
                 raise CaptureError(f"layer {name!r} was called without a positional input to capture")
-            # The input tensor may have other consumers (a residual shortcut): record the
-            # gradient on a private copy so it is the gradient through this layer only.
-            live = self._live(name, args[0], "input", private=True)
-            return (live.clone(), *args[1:])
+            keep(module, args, args[0])
 
-        return grad_hook
-
-    def _live(self, name: str, value: Any, what: str, *, private: bool = False) -> Tensor:
-        """Keep ``value`` in the graph and record the gradient that reaches it.
-
-        The returned tensor is stored; the caller hands a clone of it to the rest of the
-        model, so in-place operations downstream cannot change what was stored.
-        """
-        _check_grad_mode(name)
-        if not isinstance(value, Tensor):
-            raise CaptureError(
-                f"layer {name!r} has a {type(value).__name__} {what}; gradients need a tensor "
-                "(capture a submodule that returns one)"
-            )
-        # A frozen model gives outputs that need no gradient: differentiate w.r.t. a leaf
-        # holding the same values instead (only the graph downstream is needed).
-        if value.requires_grad:
-            live = value.clone() if private else value
-        else:
-            live = (value.detach().clone() if private else value.detach()).requires_grad_(True)
-        store = self._values[name]
-        index = len(store)
-        store.append(live)
-        self._versions[name].append(None)
-        grads = self._grads[name]
-
-        def record(grad: Tensor) -> None:
-            grads[index] = grad.detach()
-
-        self._handles.append(live.register_hook(record))
-        return live
+        return peek
 
     # -- context manager ---------------------------------------------------------------------
 
     def __enter__(self) -> Capture:
         if self._active:
             raise CaptureError("this capture is already active; make a new one with capture(...)")
-        self.clear()
+        if self.graph_from_layers and torch.is_inference_mode_enabled():
+            _check_grad_mode(self.layers[0])
+        if self._dirty:
+            self.clear()
+        self._dirty = self._active = True
+        self._prev_grad = torch.is_grad_enabled()
+        inputs = self.inputs
+        parallel = isinstance(self.model, nn.DataParallel)  # see "How a module is tapped"
+        fast = not (inputs or self.want_gradients or self.copy or self._on_value is not None)
         try:
             for name, module in self._modules.items():
-                if self.inputs:
-                    handle = module.register_forward_pre_hook(self._hook_input(name))
+                if parallel or (not inputs and (module._forward_hooks or _global_forward_hooks)):
+                    hook = module.register_forward_pre_hook if inputs else module.register_forward_hook
+                    self._handles.append(hook(self._tap(name, module)))
+                elif fast:
+                    self._wrapped.append(self._wrap_keep(name, module))
                 else:
-                    handle = module.register_forward_hook(self._hook_output(name))
-                self._handles.append(handle)
+                    self._wrapped.append((_wrap_before if inputs else _wrap_after)(module, self._tap(name, module)))
+            if self.graph_from_layers:
+                torch.set_grad_enabled(False)  # no graph before the first captured layer
         except BaseException:
             self.remove_hooks()
             raise
-        self._active = True
         return self
 
-    def __exit__(self, exc_type: object, *exc: object) -> None:
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         self.remove_hooks()
-        probes, self._probes[:] = list(self._probes), []
-        if exc_type is not None:  # a forward pass cut short says nothing about in-place ops
+        if exc_type is not None:  # a forward pass cut short says nothing about in-place ops...
+            self._probes.clear()
+            if isinstance(exc, RuntimeError) and self._bare and _INPLACE_ON_LEAF in str(exc):
+                # ...unless PyTorch refused to change a live leaf in place: copy from now on
+                for module, key in self._bare:
+                    _learn(module, key, True)
+                raise InPlaceChange(
+                    f"the model changes the {'input' if self.inputs else 'output'} of a captured "
+                    f"layer ({', '.join(self.layers)}) in place, which a gradient capture cannot "
+                    "allow; run the forward pass again (convlens now hands the model a copy)"
+                ) from exc
             return
-        for module, key, alias, version in probes:
-            _learn(module, key, alias._version != version)
-        for name in self.layers:
-            self._verify(name)
-            # settled: what the user does with the tensors from now on is their business
-            self._versions[name][:] = [None] * len(self._versions[name])
+        if self._probes:
+            for module, key, handed, version in self._probes:
+                _learn(module, key, handed._version != version)
+            self._probes.clear()
+        if self._checks:
+            self._verify()
 
     def remove_hooks(self) -> None:
-        """Remove every hook this capture added. Safe to call any number of times."""
-        handles, self._handles = self._handles, []
+        """Remove everything this capture added to the model (and restore the grad mode it
+        set for ``graph_from_layers``). Safe to call any number of times."""
         try:
-            for handle in handles:
-                with contextlib.suppress(Exception):
-                    handle.remove()
+            if self._wrapped:
+                for record in self._wrapped:
+                    _unwrap(*record)
+                self._wrapped.clear()
+            if self._handles:
+                handles, self._handles = self._handles, []
+                for handle in handles:
+                    with contextlib.suppress(Exception):
+                        handle.remove()
         finally:
+            if self._active and self.graph_from_layers:
+                torch.set_grad_enabled(self._prev_grad)
             self._active = False
 
     def clear(self) -> None:
         """Forget everything recorded so far (between forward passes of one ``with`` block)."""
-        for module, key, alias, version in self._probes:  # the last pass is complete
-            _learn(module, key, alias._version != version)
-        for name in self.layers:
-            self._values[name].clear()
-            self._versions[name].clear()
-            self._grads[name].clear()
+        for module, key, handed, version in self._probes:  # the last pass is complete
+            _learn(module, key, handed._version != version)
         self._probes.clear()
+        self._bare.clear()
+        self._checks.clear()
+        for values in self._values.values():
+            values.clear()
+        for grads in self._grads.values():
+            grads.clear()
 
     # -- results -----------------------------------------------------------------------------
 
@@ -391,14 +589,15 @@ class Capture(Mapping[str, Captured]):
                 "`with` block, and check that its forward uses this module"
             )
         if self._active:
-            self._verify(name)
+            self._verify()
         return values[0] if len(values) == 1 else list(values)
 
-    def _verify(self, name: str) -> None:
-        for value, check in zip(self._values[name], self._versions[name], strict=True):
-            if check is not None and value._version != check[0]:
-                _learn(self._modules[name], check[1], True)
-                raise CaptureError(
+    def _verify(self) -> None:
+        for value, version, module, key, name in self._checks:
+            if value._version != version:
+                _learn(module, key, True)
+                self._checks.clear()
+                raise InPlaceChange(
                     f"the {'input' if self.inputs else 'output'} of layer {name!r} was changed in "
                     "place after it was captured (by the model or by code in the `with` block); "
                     "capture again (convlens now copies it), or pass copy=True"
@@ -415,7 +614,7 @@ class Capture(Mapping[str, Captured]):
         if name not in self._values:
             raise LayerError(unknown_name("captured layer", name, self.layers))
         if self._active:
-            self._verify(name)
+            self._verify()
         return list(self._values[name])
 
     @property
@@ -423,7 +622,7 @@ class Capture(Mapping[str, Captured]):
         """Layer name -> gradient (a list per call for shared modules).
 
         Filled when ``backward()`` (or ``torch.autograd.grad``) runs inside the ``with`` block
-        of a capture made with ``gradients=True``.
+        of a capture made with ``gradients=True``, or by :meth:`grad`.
         """
         if not self.want_gradients:
             raise CaptureError("this capture records no gradients; use capture(..., gradients=True)")
@@ -438,20 +637,60 @@ class Capture(Mapping[str, Captured]):
                 raise CaptureError(
                     f"no gradient reached layer {name!r}"
                     + (f" (call {missing[0]})" if n > 1 else "")
-                    + ": call backward() inside the `with` block, on something that depends on it"
+                    + ": call backward() inside the `with` block (or cap.grad(score)), on something "
+                    "that depends on it"
                 )
             out[name] = grads[0] if n == 1 else [grads[i] for i in range(n)]
         return out
 
+    def grad(
+        self,
+        score: Tensor,
+        grad_outputs: Tensor | None = None,
+        *,
+        retain_graph: bool = False,
+        allow_unused: bool = False,
+    ) -> dict[str, Captured]:
+        """The gradient of ``score`` with respect to every captured value, in one backward pass.
+
+        ``score`` is a scalar, or a tensor whose sum is differentiated (``grad_outputs``
+        weights its entries instead, as in ``torch.autograd.grad``). Nothing accumulates in
+        any ``.grad``. A layer the score does not depend on is an error, or zeros with
+        ``allow_unused=True``. Works inside the block and after it (the live tensors are
+        kept); the result is also what :attr:`gradients` returns afterwards.
+        """
+        if not self.want_gradients:
+            raise CaptureError("this capture records no gradients; use capture(..., gradients=True)")
+        if not isinstance(score, Tensor):
+            raise ConfigError(f"score must be a tensor computed from the model output, got {type(score).__name__}")
+        lives = [(name, i, v) for name in self.layers for i, v in enumerate(self._values[name])]
+        if not lives:
+            raise CaptureError(f"none of the layers {list(self.layers)} ran in the forward pass")
+        if not score.requires_grad:
+            raise CaptureError("the score does not depend on the captured layers (it requires no grad); "
+                               "compute it from the output of the forward pass in the block")
+        go = torch.ones_like(score) if grad_outputs is None else grad_outputs
+        grads = autograd_grad((score,), [v for _, _, v in lives], (go,), retain_graph=retain_graph)
+        for (name, i, v), g in zip(lives, grads, strict=True):
+            if g is None:
+                if not allow_unused:
+                    raise CaptureError(
+                        f"the score does not depend on layer {name!r}; pass allow_unused=True for zeros"
+                    )
+                g = torch.zeros_like(v)
+            self._grads[name][i] = g
+        return self.gradients
+
     # -- one call ----------------------------------------------------------------------------
 
     def run(self, *args: Any, target: Target = None, **kwargs: Any) -> CaptureResult:
-        """Run ``model(*args, **kwargs)`` once with the hooks in place and return everything.
+        """Run ``model(*args, **kwargs)`` once with the taps in place and return everything.
 
         With ``gradients=True`` also runs one backward pass from ``target``: a class index
         (``output[:, target].sum()``), one index per sample, or a function of the output
         returning a tensor (its sum is differentiated). The model's parameter ``.grad``
-        values are not touched (``torch.autograd.grad`` is used, not ``backward``).
+        values are not touched. If the model changed a captured value in place, the pass
+        runs once more (convlens then copies that layer).
         """
         if self.want_gradients and target is None:
             raise ConfigError(
@@ -460,23 +699,25 @@ class Capture(Mapping[str, Captured]):
             )
         if not self.want_gradients and target is not None:
             raise ConfigError("target is only used with gradients=True")
-        with self:
-            if self.want_gradients:
-                with torch.enable_grad():
-                    output = self.model(*args, **kwargs)
-                    scalar = _target_scalar(output, target)
-                    lives = [v for name in self.layers for v in self._values[name]]
-                    if not lives:
-                        raise CaptureError(f"none of the layers {list(self.layers)} ran in the forward pass")
-                    torch.autograd.grad(scalar, lives, allow_unused=True)
-                grads = self.gradients
-                activations = {name: _detached(self[name]) for name in self}
-                output = _detached(output)
-            else:
+        for attempt in range(2):
+            try:
+                return self._run_once(args, kwargs, target)
+            except InPlaceChange:
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _run_once(self, args: tuple[Any, ...], kwargs: dict[str, Any], target: Target) -> CaptureResult:
+        if not self.want_gradients:
+            with self:
                 output = self.model(*args, **kwargs)
-                grads = {}
-                activations = {name: self[name] for name in self}
-        return CaptureResult(output, activations, grads)
+            return CaptureResult(output, {name: self[name] for name in self}, {})
+        with torch.enable_grad():
+            with self:
+                output = self.model(*args, **kwargs)
+            grads = self.grad(_target_scalar(output, target))
+        activations = {name: _detached(self[name]) for name in self}
+        return CaptureResult(_detached(output), activations, grads)
 
 
 def _detached(value: Captured) -> Captured:
@@ -515,6 +756,8 @@ def capture(
     gradients: bool = False,
     inputs: bool = False,
     copy: bool = False,
+    backward_hooks: bool = True,
+    graph_from_layers: bool = False,
 ) -> Capture:
     """Capture the outputs (``inputs=True``: the inputs) of ``layers`` of ``model``.
 
@@ -525,14 +768,28 @@ def capture(
     notes). ``copy=True`` copies always: use it if you will modify the model's returned
     output in place after the block while also capturing the last layer.
 
+    With ``gradients=True`` the values are live tensors of the graph. Two options make
+    gradient capture cheaper when you know what you need:
+
+    * ``backward_hooks=False``: no tensor hooks; gradients come only from
+      :meth:`Capture.grad` (``cap.grad(score)``), not from your own ``backward()``.
+    * ``graph_from_layers=True``: the block runs with gradients off until the first
+      captured layer, so no graph is recorded upstream of it (parameters and inputs before
+      the layers get no gradient); the grad mode is restored on exit. What a CAM needs.
+
     >>> model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())
     >>> x = torch.randn(1, 1, 5, 5)
     >>> with capture(model, "0") as cap:
     ...     y = model(x)
     >>> torch.equal(cap["0"], model[0](x))
     True
+    >>> with capture(model, "0", gradients=True, graph_from_layers=True) as cap:
+    ...     y = model(x)
+    >>> cap.grad(y.sum())["0"].shape
+    torch.Size([1, 2, 3, 3])
     """
-    return Capture(model, layers, gradients=gradients, inputs=inputs, copy=copy)
+    return Capture(model, layers, gradients=gradients, inputs=inputs, copy=copy,
+                   backward_hooks=backward_hooks, graph_from_layers=graph_from_layers)
 
 
 def observe(
