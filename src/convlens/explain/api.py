@@ -54,11 +54,11 @@ def make_method(method: MethodSpec, model: nn.Module, layer: str | Sequence[str]
         raise ConfigError(
             f"{cls.title} has no option {unknown[0]!r}; its options are {', '.join(valid) or 'none'}"
         )
-    if not cls.needs_layer:
-        if layer is not None:
-            raise ConfigError(f"{cls.title} attributes to the input and reads no layer; drop layer={layer!r}")
-        return cls(model, **options)
-    return cls(model, layer, **options)
+    if not cls.needs_layer and layer is not None:
+        raise ConfigError(f"{cls.title} attributes to the input and reads no layer; drop layer={layer!r}")
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"expected a torch.nn.Module, got {type(model).__name__}; pass the model itself")
+    return cls(model, layer, **options) if cls.needs_layer else cls(model, **options)
 
 
 def run_methods(model: nn.Module, x: Tensor, methods: Sequence[Method], target: Target = None) -> list[Explanation]:

@@ -3,8 +3,7 @@
 One abstract base, :class:`Method`, does everything that is the same for all methods:
 it checks the input, puts the model in eval mode for the call (and restores every flag
 afterwards), runs **one forward pass** reading the layers it needs (through
-:func:`convlens.capture`, or for gradients through the copy-free
-:class:`~convlens.explain._live.LiveOutputs`), resolves the targets
+:func:`convlens.capture`), resolves the targets
 (:mod:`convlens.explain.targets`), runs the backward passes the methods need (one per
 target round; a second, guided one only when guided backpropagation is asked for),
 upsamples, and packs an :class:`Explanation`. A method is a small override:
@@ -34,6 +33,7 @@ Conventions (the same for every method; see docs/explain.md for how peers differ
 from __future__ import annotations
 
 import abc
+import contextlib
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -46,9 +46,8 @@ from torch import Tensor, nn
 
 from convlens.errors import ConfigError
 from convlens.explain._guided import GuidedReLUs
-from convlens.explain._live import INPLACE_ON_LEAF, LiveOutputs
 from convlens.explain.targets import Target, TargetPlan, plan_targets
-from convlens.inspect.capture import capture, resolve_layers
+from convlens.inspect.capture import Capture, InPlaceChange, autograd_grad, capture, resolve_layers
 
 Combine = Literal["mean", "max"]
 
@@ -186,7 +185,7 @@ def prepare(model: nn.Module, x: Any) -> tuple[Tensor, list[nn.Module]]:
             "e.g. dataset.item(i)[0] or convlens.data.normalise(pixels, mean, std)"
         )
     training, reference = _walk(model)
-    if reference is not None and (x.device != reference.device or x.dtype != reference.dtype):
+    if reference is not None and (x.dtype is not reference.dtype or x.device != reference.device):
         x = x.to(device=reference.device, dtype=reference.dtype)
     return (x.detach() if x.requires_grad else x), training
 
@@ -329,77 +328,77 @@ def run_pass(
     """Run the forward pass once, then one ordinary and, if ``guided``, one guided backward
     pass per target round. The caller holds :func:`eval_mode`.
 
-    Without gradients the layers are read with :func:`convlens.capture`. With layer
-    gradients they are read with :class:`~convlens.explain._live.LiveOutputs`, which keeps
-    the live outputs for ``torch.autograd.grad`` without copies (see its docstring).
+    The layers are read with :func:`convlens.capture`. For layer gradients alone the graph
+    starts at the layers (``graph_from_layers``: nothing upstream is recorded) and the
+    gradients come from one call of the autograd engine per round, seeded with the target
+    scores' one-hot vector (no tensor hooks, no sum of scores to differentiate through).
     """
     modules = dict(layers or {})
     names = tuple(modules)
     if not (layer_gradients or input_gradients or guided):
         with torch.no_grad():
             if names:
-                with capture(model, names) as cap:
+                with capture(model, names) as reader:
                     logits = _scores(model(x))
-                acts = {name: _spatial(name, cap[name]) for name in names}
+                acts = {name: _spatial(name, reader[name]) for name in names}
             else:
                 logits, acts = _scores(model(x)), {}
         return Pass(model, x, logits, plan_targets(target, logits), acts, [], [], [])
     if torch.is_inference_mode_enabled():
         raise ConfigError("gradient-based explanations cannot run inside torch.inference_mode(): call them outside it")
     whole = input_gradients or guided  # these need the graph from the input on
-    mods = list(modules.values())
-    for _attempt in range(3):  # again only if an output turns out to be modified in place
-        live = LiveOutputs(names, mods, graph_from_layer=not whole)
-        xin = x.detach().requires_grad_(True) if whole else x
-        mode = GuidedReLUs() if guided else None
-        try:
-            with live:
-                if mode is None:
-                    logits = model(xin)
-                else:
-                    with mode:
-                        logits = model(xin)
-        except RuntimeError as exc:
-            if INPLACE_ON_LEAF not in str(exc) or _attempt:
-                raise
-            live.learn_inplace()
-            continue
-        if live.check():
-            break
-    logits = _scores(logits)
-    values = live.values
-    for name, v in zip(names, values, strict=True):
-        _spatial(name, v)
-    detached = logits.detach()
-    plan = plan_targets(target, detached)
-    wrt: list[Tensor] = [v for v in values if v is not None] if layer_gradients else []
-    if input_gradients:
-        wrt.append(xin)
-    nl = len(names) if layer_gradients else 0
+    cap: Capture | None = (
+        Capture(model, names, gradients=True, backward_hooks=False, graph_from_layers=not whole) if names else None
+    )
+    xin = x.detach().requires_grad_(True) if whole else x
+    mode = GuidedReLUs() if guided else None
     layer_grads: list[dict[str, Tensor]] = []
     input_grads: list[Tensor] = []
     guided_grads: list[Tensor] = []
-    rounds = plan.rounds
-    with torch.enable_grad():
+    prev = torch.is_grad_enabled()
+    torch.set_grad_enabled(True)  # one switch for the whole pass (cheaper than contexts)
+    try:
+        for attempt in range(2):  # again only if the model turned out to change a layer in place
+            try:
+                with cap if cap is not None else contextlib.nullcontext():
+                    if mode is None:
+                        logits = model(xin)
+                    else:
+                        with mode:
+                            logits = model(xin)
+                break
+            except InPlaceChange:
+                if attempt:
+                    raise
+        logits = _scores(logits)
+        values = [_spatial(name, cap[name]) for name in names] if cap is not None else []
+        detached = logits.detach()
+        plan = plan_targets(target, detached)
+        wrt: list[Tensor] = values if layer_gradients else []
+        if input_gradients:
+            wrt = [*wrt, xin]
+        nl = len(names) if layer_gradients else 0
+        rounds = plan.rounds
         for j in range(rounds):
-            score = plan.score(logits, j).sum()
             more = j < rounds - 1
+            seed, weights = plan.seed(logits, j)
             if wrt:
-                grads = torch.autograd.grad(score, wrt, retain_graph=guided or more, allow_unused=True)
-                if any(g is None for g in grads):
-                    grads = tuple(torch.zeros_like(w) if g is None else g for g, w in zip(grads, wrt, strict=True))
+                grads = autograd_grad((seed,), wrt, (weights,), retain_graph=guided or more)
+                full = [torch.zeros_like(w) if g is None else g for g, w in zip(grads, wrt, strict=True)]
                 if nl:
-                    layer_grads.append(dict(zip(names, grads[:nl], strict=True)))
+                    layer_grads.append(dict(zip(names, full, strict=False)))
                 if input_gradients:
-                    input_grads.append(grads[-1])
+                    input_grads.append(full[-1])
             if mode is not None:
                 mode.guided = True
                 try:
-                    (g,) = torch.autograd.grad(score, xin, retain_graph=more, allow_unused=True)
+                    (g,) = autograd_grad((seed,), (xin,), (weights,), retain_graph=more)
                 finally:
                     mode.guided = False
                 guided_grads.append(torch.zeros_like(xin) if g is None else g)
-    acts = {name: v.detach() for name, v in zip(names, values, strict=True) if v is not None}
+    finally:
+        torch.set_grad_enabled(prev)
+    acts = {name: v.detach() for name, v in zip(names, values, strict=True)}
     return Pass(model, x, detached, plan, acts, layer_grads, input_grads, guided_grads)
 
 
@@ -473,13 +472,15 @@ class Method(abc.ABC):
         """Turn the shared pass into this method's :class:`Explanation` (the template)."""
         raws, attributions = self._raw(p, layers)
         size = (int(p.x.shape[-2]), int(p.x.shape[-1]))
+        if len(raws) == 1:
+            ((key, raw),) = raws.items()
+            return Explanation(self.name, self.title, (key,) if key else (), p.logits, p.plan, size,
+                               _raw=raw, attributions=attributions)
         parts = {
             key: Explanation(self.name, self.title, (key,) if key else (), p.logits, p.plan, size,
                              _raw=raw, attributions=attributions)
             for key, raw in raws.items()
         }
-        if len(parts) == 1:
-            return next(iter(parts.values()))
         stacked = torch.stack([part.normalised for part in parts.values()])
         combined = stacked.mean(0) if self.combine == "mean" else stacked.amax(0)
         return Explanation(self.name, self.title, tuple(parts), p.logits, p.plan, size,

@@ -79,6 +79,22 @@ class TargetPlan:
         return logits.gather(1, cls.unsqueeze(1)).squeeze(1)
 
 
+    def seed(self, logits: Tensor, j: int = 0) -> tuple[Tensor, Tensor]:
+        """What to differentiate for round ``j``, as ``(tensor, weights)``: the gradient of
+        ``sum(weights * tensor)`` is the gradient of the summed target scores. For classes
+        that is the logits with a one-hot weight (cheaper to differentiate than indexing
+        and summing); for a function target, its scores with weight one."""
+        if self.function is not None:
+            scores = call_target(self.function, logits)
+            return scores, torch.ones_like(scores)
+        weights = torch.zeros_like(logits)
+        if self.fixed is not None:
+            weights.select(1, self.fixed).fill_(1)
+        else:
+            weights.scatter_(1, self.classes[:, j : j + 1], 1.0)
+        return logits, weights
+
+
 def call_target(function: Callable[[Tensor], Tensor], logits: Tensor) -> Tensor:
     value = function(logits)
     if not isinstance(value, Tensor):
