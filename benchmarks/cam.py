@@ -67,8 +67,11 @@ def _timer(fn: Callable[[], object], inner: int) -> Callable[[], float]:
 STAT: Callable[[list[float]], float] = statistics.median
 
 
-def interleaved(variants: dict[str, Callable[[], object]], reps: int, inner: int) -> dict[str, float]:
-    """Seconds per call of each variant (median, or ``--stat min``), timed in rotating order."""
+def interleaved(variants: dict[str, Callable[[], object]], reps: int, inner: int,
+                base: str = "lower") -> dict[str, float]:
+    """Seconds per call of each variant (median, or ``--stat min``), timed in rotating order,
+    and ``ratio <name>``: the median over repetitions of the variant's time divided by
+    ``base``'s time in the same repetition (robust to load that drifts during the run)."""
     timers = {k: _timer(v, inner) for k, v in variants.items()}
     names = list(variants)
     times: dict[str, list[float]] = {k: [] for k in names}
@@ -83,7 +86,10 @@ def interleaved(variants: dict[str, Callable[[], object]], reps: int, inner: int
                 times[k].append(timers[k]())
     finally:
         gc.enable()
-    return {k: STAT(v) for k, v in times.items()}
+    out = {k: STAT(v) for k, v in times.items()}
+    for k, v in times.items():
+        out[f"ratio {k}"] = STAT([t / b for t, b in zip(v, times[base], strict=True)])
+    return out
 
 
 def seed_split(m: SeedCNN) -> tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]:
@@ -211,7 +217,8 @@ def main() -> None:
             ("resnet-18", resnet, resnet_split(resnet), "layer4", (1, 3, 224, 224), 200, 1),
             ("resnet-18", resnet, resnet_split(resnet), "layer4", (8, 3, 224, 224), 60, 1),
         ]
-        print("\nGrad-CAM: cells are the ratio to the lower bound, then milliseconds per call")
+        print("\nGrad-CAM: cells are the ratio to the lower bound (per repetition, then summarised), then "
+              "milliseconds per call")
         header = (f"{'model':<10} {'batch':>5}  {'lower':>9}  {'hook':>13}  {'convlens':>13}  {'+maps':>13}  "
                   f"{'captum':>13}  {'torch-cam':>13}  convlens/best peer")
         print(header)
@@ -221,8 +228,8 @@ def main() -> None:
             t = bench_gradcam(model, split, layer, x, max(5, int(reps * scale)), inner)
             low = t["lower"]
 
-            def cell(k: str, low: float = low, t: dict[str, float] = t) -> str:
-                return f"{t[k] / low:5.3f}x {t[k] * 1e3:6.2f}"
+            def cell(k: str, t: dict[str, float] = t) -> str:
+                return f"{t['ratio ' + k]:5.3f}x {t[k] * 1e3:6.2f}"
 
             best = min(t["captum"], t["torch-cam"])
             print(f"{name:<10} {shape[0]:>5}  {low * 1e3:6.2f} ms  {cell('hook')}  {cell('convlens')}  {cell('+maps')}  "
@@ -233,8 +240,8 @@ def main() -> None:
             x = torch.randn(shape)
             t = bench_scorecam(seed, "conv2", x, max(5, int(reps * scale)), inner)
             print(f"seed-cnn   batch {shape[0]}: lower {t['lower'] * 1e3:6.2f} ms, two passes "
-                  f"{t['two passes'] / t['lower']:5.3f}x {t['two passes'] * 1e3:6.2f} ms, convlens "
-                  f"{t['convlens'] / t['lower']:5.3f}x {t['convlens'] * 1e3:6.2f} ms "
+                  f"{t['ratio two passes']:5.3f}x {t['two passes'] * 1e3:6.2f} ms, convlens "
+                  f"{t['ratio convlens']:5.3f}x {t['convlens'] * 1e3:6.2f} ms "
                   f"({t['convlens'] / t['two passes']:5.3f}x the two passes)")
     print(f"\nload average at the end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 

@@ -48,12 +48,13 @@ def make_method(method: MethodSpec, model: nn.Module, layer: str | Sequence[str]
     cls = get_method(method) if isinstance(method, str) else method
     if not (isinstance(cls, type) and issubclass(cls, Method)):
         raise ConfigError(f"method must be a name from convlens.explain.METHODS or a Method, got {method!r}")
-    valid = _options(cls)
-    unknown = [k for k in options if k not in valid]
-    if unknown:
-        raise ConfigError(
-            f"{cls.title} has no option {unknown[0]!r}; its options are {', '.join(valid) or 'none'}"
-        )
+    if options:
+        valid = _options(cls)
+        unknown = [k for k in options if k not in valid]
+        if unknown:
+            raise ConfigError(
+                f"{cls.title} has no option {unknown[0]!r}; its options are {', '.join(valid) or 'none'}"
+            )
     if not cls.needs_layer and layer is not None:
         raise ConfigError(f"{cls.title} attributes to the input and reads no layer; drop layer={layer!r}")
     if not isinstance(model, nn.Module):

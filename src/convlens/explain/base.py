@@ -47,7 +47,15 @@ from torch import Tensor, nn
 from convlens.errors import ConfigError
 from convlens.explain._guided import GuidedReLUs
 from convlens.explain.targets import Target, TargetPlan, plan_targets
-from convlens.inspect.capture import Capture, InPlaceChange, autograd_grad, capture, resolve_layers
+from convlens.inspect.capture import (
+    _SCRIPTED,
+    Capture,
+    InPlaceChange,
+    _lookup,
+    autograd_grad,
+    capture,
+    resolve_layers,
+)
 
 Combine = Literal["mean", "max"]
 
@@ -192,24 +200,23 @@ def prepare(model: nn.Module, x: Any) -> tuple[Tensor, list[nn.Module]]:
 
 def _walk(model: nn.Module) -> tuple[list[nn.Module], Tensor | None]:
     """The modules in training mode, and the first floating parameter (or buffer), in one
-    walk over the module tree (cheaper than ``model.modules()`` plus ``model.parameters()``)."""
+    walk over the module tree (cheaper than ``model.modules()`` plus ``model.parameters()``).
+    A module registered twice is listed twice, which restoring flags does not mind."""
     training: list[nn.Module] = []
     reference: Tensor | None = None
-    seen: set[nn.Module] = set()
-    stack: list[nn.Module | None] = [model]
+    stack: list[nn.Module] = [model]
+    pop, extend, keep = stack.pop, stack.extend, training.append
     while stack:
-        m = stack.pop()
-        if m is None or m in seen:
-            continue
-        seen.add(m)
+        m = pop()
         if m.training:
-            training.append(m)
-        if reference is None:
+            keep(m)
+        if reference is None and m._parameters:
             for t in m._parameters.values():
                 if t is not None and t.is_floating_point():
                     reference = t
                     break
-        stack.extend(m._modules.values())
+        if m._modules:
+            extend([c for c in m._modules.values() if c is not None])
     if reference is None:
         reference = next((b for b in model.buffers() if b.is_floating_point()), None)
     return training, reference
@@ -259,14 +266,13 @@ def layer_modules(model: nn.Module, layer: str | Sequence[str] | None) -> dict[s
         raise ConfigError("layer=[] names no layer: give a dotted module name such as 'conv2', or None")
     if len(set(names)) != len(names):
         raise ConfigError(f"layer names repeat in {list(names)}; give each once")
-    if all(isinstance(n, str) and n for n in names):
-        try:  # the quick way; resolve_layers below explains what is wrong otherwise
-            found = {n: model.get_submodule(n) for n in names}
-            if not any(isinstance(m, torch.jit.ScriptModule) for m in found.values()):
-                return found
-        except AttributeError:
-            pass
-    return resolve_layers(model, names)
+    found: dict[str, nn.Module] = {}
+    for n in names:  # the quick way; resolve_layers below explains what is wrong otherwise
+        m = _lookup(model, n) if type(n) is str and n else None
+        if m is None or isinstance(m, _SCRIPTED):
+            return resolve_layers(model, names)
+        found[n] = m
+    return found
 
 
 # --- one shared pass ----------------------------------------------------------------------
@@ -348,7 +354,7 @@ def run_pass(
         raise ConfigError("gradient-based explanations cannot run inside torch.inference_mode(): call them outside it")
     whole = input_gradients or guided  # these need the graph from the input on
     cap: Capture | None = (
-        Capture(model, names, gradients=True, backward_hooks=False, graph_from_layers=not whole) if names else None
+        Capture(model, modules, gradients=True, backward_hooks=False, graph_from_layers=not whole) if names else None
     )
     xin = x.detach().requires_grad_(True) if whole else x
     mode = GuidedReLUs() if guided else None

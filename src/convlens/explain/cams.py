@@ -24,7 +24,6 @@ from convlens.explain.base import (
     Perturbation,
     forward_batches,
     layer_modules,
-    normalise,
     rows,
     upsample,
 )
@@ -177,7 +176,9 @@ class ScoreCAM(Perturbation, LayerMethod):
 
         def make(start: int, stop: int) -> Tensor:
             ni, ki = n_idx[start:stop], k_idx[start:stop]
-            return p.x[ni] * normalise(upsample(a[ni, ki], size)).unsqueeze(1)
+            masks = _scaled_in_place(upsample(a[ni, ki], size)).unsqueeze(1)  # (B, 1, H, W)
+            image = p.x[ni] if n > 1 else p.x.expand(len(ni), *p.x.shape[1:])
+            return masks.mul_(image) if image.shape[1] == 1 else image * masks
 
         weights = a.new_zeros(n, k, p.plan.rounds)
         if n_idx.numel():
@@ -187,6 +188,16 @@ class ScoreCAM(Perturbation, LayerMethod):
             for j in range(p.plan.rounds):
                 weights[n_idx, k_idx, j] = score_rows(p, probs, n_idx, j)
         return rows([weighted_sum(weights[:, :, j], a) for j in range(p.plan.rounds)])
+
+
+def _scaled_in_place(maps: Tensor) -> Tensor:
+    """:func:`normalise` of freshly made maps ``(B, H, W)``, written into them (fewer
+    allocations on Score-CAM's path)."""
+    flat = maps.view(maps.shape[0], -1)
+    lo = flat.amin(1, keepdim=True)
+    span = flat.amax(1, keepdim=True).sub_(lo).clamp_min_(torch.finfo(maps.dtype).tiny)
+    flat.sub_(lo).div_(span)
+    return maps
 
 
 def score_rows(p: Pass, values: Tensor, sample: Tensor, j: int) -> Tensor:

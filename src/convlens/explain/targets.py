@@ -129,6 +129,8 @@ def parse_target(target: Target) -> Target:
 def plan_targets(target: Target, logits: Tensor) -> TargetPlan:
     """Resolve ``target`` (see the module docstring) against ``logits`` ``(N, K)``."""
     n = int(logits.shape[0])
+    if type(target) is int and logits.dim() == 2 and 0 <= target < logits.shape[1]:
+        return TargetPlan(n, logits.device, fixed=target)  # the common case, first
     if callable(target) and not isinstance(target, Tensor):
         return TargetPlan(n, logits.device, function=target)
     if logits.dim() != 2:

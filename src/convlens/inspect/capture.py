@@ -134,13 +134,14 @@ def _copy(value: Any) -> Any:
 # own (they may change the output) or while global forward hooks exist, and any module of a
 # model wrapped in nn.DataParallel (whose replicas would call the original's forward). A
 # wrapper sees a module's arguments after its pre-hooks, as a last pre-hook would.
-# (the module's __dict__, the wrapper, whether forward was in it, what it was)
-_Wrapped = tuple[dict[str, Any], Callable[..., Any], bool, Any]
+# (the module's __dict__, the wrapper, the ``forward`` it held before or _MISSING)
+_Wrapped = tuple[dict[str, Any], Callable[..., Any], Any]
+_MISSING = object()
 
 
 def _wrap_after(module: nn.Module, after: Callable[[nn.Module, Any, Any], Any]) -> _Wrapped:
     """Call ``after(module, args, output)`` after each forward; a non-None result replaces
-    the output. Returns what :func:`_unwrap` needs to restore the module."""
+    the output. Returns what :meth:`Capture.remove_hooks` needs to restore the module."""
     own = module.__dict__
     forward = module.forward
 
@@ -149,9 +150,9 @@ def _wrap_after(module: nn.Module, after: Callable[[nn.Module, Any, Any], Any]) 
         new = after(module, args, out)
         return out if new is None else new
 
-    record = (own, tapped, "forward" in own, own.get("forward"))
+    previous = own.get("forward", _MISSING)
     own["forward"] = tapped
-    return record
+    return own, tapped, previous
 
 
 def _wrap_before(module: nn.Module, before: Callable[[nn.Module, tuple[Any, ...]], Any]) -> _Wrapped:
@@ -163,17 +164,9 @@ def _wrap_before(module: nn.Module, before: Callable[[nn.Module, tuple[Any, ...]
         new = before(module, args)
         return forward(*(args if new is None else new), **kwargs)
 
-    record = (own, tapped, "forward" in own, own.get("forward"))
+    previous = own.get("forward", _MISSING)
     own["forward"] = tapped
-    return record
-
-
-def _unwrap(own: dict[str, Any], tapped: object, had: bool, previous: object) -> None:
-    if own.get("forward") is tapped:  # else someone replaced it meanwhile: theirs stays
-        if had:
-            own["forward"] = previous
-        else:
-            del own["forward"]
+    return own, tapped, previous
 
 
 # Copy only when needed. A captured tensor must keep the values the layer produced, but
@@ -188,6 +181,8 @@ def _unwrap(own: dict[str, Any], tapped: object, had: bool, previous: object) ->
 # the same holds for the live tensor: the rest of the model gets it directly once it is
 # known to be safe, else a clone.
 _Key = tuple[str, bool]  # ("output" | "input", module.training)
+_OUT_TRAIN: _Key = ("output", True)
+_OUT_EVAL: _Key = ("output", False)
 
 
 class _Seen:
@@ -269,7 +264,7 @@ def autograd_grad(
     """``torch.autograd.grad(outputs, inputs, grad_outputs, allow_unused=True)``: ``None``
     for an input the outputs do not depend on; ``.grad`` of leaves is not touched."""
     outs, ins, gos = tuple(outputs), tuple(inputs), tuple(grad_outputs)
-    if _ENGINE is not None and all(type(t) is Tensor and t.device.type == "cpu" for t in outs + ins + gos):
+    if _ENGINE is not None and all(type(t) is Tensor and t.is_cpu for t in outs + ins):
         try:
             return tuple(_ENGINE.run_backward(outs, gos, retain_graph, False, ins, True, accumulate_grad=False))
         except TypeError:  # a future engine signature: the public way below
@@ -297,10 +292,16 @@ class Capture(Mapping[str, Captured]):
     are keys. ``gradients`` is the same kind of mapping for the gradients.
     """
 
+    __slots__ = (
+        "_active", "_bare", "_checks", "_dirty", "_grads", "_handles", "_modules", "_on_value", "_prev_grad",
+        "_probes", "_taps", "_values", "_wrapped", "backward_hooks", "copy", "graph_from_layers", "inputs",
+        "layers", "model", "want_gradients",
+    )
+
     def __init__(
         self,
         model: nn.Module,
-        layers: str | Sequence[str],
+        layers: str | Sequence[str] | dict[str, nn.Module],
         *,
         gradients: bool = False,
         inputs: bool = False,
@@ -315,7 +316,8 @@ class Capture(Mapping[str, Captured]):
             raise ConfigError("observe() passes values to a function; it records no gradients")
         if graph_from_layers and not gradients:
             raise ConfigError("graph_from_layers=True only matters with gradients=True")
-        self._modules = resolve_layers(model, layers)
+        # a dict of already resolved modules is taken as it is (convlens's own callers)
+        self._modules = dict(layers) if isinstance(layers, dict) else resolve_layers(model, layers)
         for name, module in self._modules.items():
             if isinstance(module, _SCRIPTED):
                 raise CaptureError(
@@ -379,8 +381,8 @@ class Capture(Mapping[str, Captured]):
 
         return keep
 
-    def _live(self, name: str, kind: str, module: nn.Module) -> Callable[[nn.Module, Any], Tensor]:
-        """Keep a value in the graph: ``live(module, value)`` stores the live tensor and
+    def _live(self, name: str, kind: str, module: nn.Module) -> Callable[[nn.Module, Any, Any], Tensor]:
+        """Keep a value in the graph: ``live(module, args, value)`` stores the live tensor and
         returns what the rest of the model gets (the tensor itself once known to be safe,
         else a clone, so that in-place operations downstream cannot change what is kept)."""
         store = self._values[name]
@@ -397,7 +399,7 @@ class Capture(Mapping[str, Captured]):
         key_train: _Key = (kind, True)
         key_eval: _Key = (kind, False)
 
-        def live(module: nn.Module, value: Any) -> Tensor:
+        def live(module: nn.Module, args: Any, value: Any) -> Tensor:
             if from_layers:
                 torch.set_grad_enabled(True)  # the graph starts here (restored on exit)
             else:
@@ -448,12 +450,10 @@ class Capture(Mapping[str, Captured]):
         store = self._values[name]
         checks = self._checks
         safe = _seen(module).safe
-        key_train: _Key = ("output", True)
-        key_eval: _Key = ("output", False)
 
         def tapped(*args: Any, **kwargs: Any) -> Any:
             out = forward(*args, **kwargs)
-            key = key_train if module.training else key_eval
+            key = _OUT_TRAIN if module.training else _OUT_EVAL
             if type(out) is Tensor and key in safe and not out.requires_grad and not out.is_inference():
                 store.append(out)
                 checks.append((out, out._version, module, key, name))
@@ -461,21 +461,16 @@ class Capture(Mapping[str, Captured]):
                 self._tap(name, module)(module, args, out)
             return out
 
-        record = (own, tapped, "forward" in own, own.get("forward"))
+        previous = own.get("forward", _MISSING)
         own["forward"] = tapped
-        return record
+        return own, tapped, previous
 
     def _make_tap(self, name: str, module: nn.Module) -> Callable[..., Any]:
         """What records ``name``: ``after(module, args, output)`` (outputs) or
         ``before(module, args)`` (inputs), in the signature of a forward (pre-)hook."""
         if not self.inputs:
             if self.want_gradients:
-                live = self._live(name, "output", module)
-
-                def after(module: nn.Module, args: Any, output: Any) -> Tensor:
-                    return live(module, output)
-
-                return after
+                return self._live(name, "output", module)
             return self._keep(name, "output", module)
 
         if self.want_gradients:
@@ -484,7 +479,7 @@ class Capture(Mapping[str, Captured]):
             def before(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
                 if not args:
                     raise CaptureError(f"layer {name!r} was called without a positional input to capture")
-                return (live(module, args[0]), *args[1:])
+                return (live(module, args, args[0]), *args[1:])
 
             return before
         keep = self._keep(name, "input", module)
@@ -552,8 +547,12 @@ class Capture(Mapping[str, Captured]):
         set for ``graph_from_layers``). Safe to call any number of times."""
         try:
             if self._wrapped:
-                for record in self._wrapped:
-                    _unwrap(*record)
+                for own, tapped, previous in self._wrapped:
+                    if own.get("forward") is tapped:  # else someone replaced it: theirs stays
+                        if previous is _MISSING:
+                            del own["forward"]
+                        else:
+                            own["forward"] = previous
                 self._wrapped.clear()
             if self._handles:
                 handles, self._handles = self._handles, []
