@@ -629,3 +629,59 @@ def test_every_method_leaves_the_model_as_it_came(name: str) -> None:
         finally:
             handle.remove()
         assert_same_state(before, model_state(m))
+
+
+@pytest.mark.parametrize(("n", "channels"), [(1, 1), (1, 3), (2, 3)])
+def test_scorecam_definition_for_one_or_many_images_and_colour(n: int, channels: int) -> None:
+    """The in-place mask path (one image, gray), the broadcast one (colour) and the gather one."""
+    torch.manual_seed(3)
+    m = nn.Sequential(nn.Conv2d(channels, 5, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                      nn.Linear(5 * 4 * 4, 4)).double().eval()
+    x = torch.randn(n, channels, 8, 8, dtype=torch.float64)
+    target = m(x).argmax(1)
+    a = m[1](m[0](x)).detach()
+    expected = torch.zeros(n, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        for i in range(n):
+            for k in range(5):
+                up = a[i, k]  # the layer is at input resolution: no upsampling
+                if up.max() == up.min():
+                    continue
+                mask = (up - up.min()) / (up.max() - up.min())
+                expected[i] += torch.softmax(m(x[i:i + 1] * mask), 1)[0, target[i]] * a[i, k]
+    r = cam(m, x, method="scorecam", layer="1", batch_size=3)
+    close(r.raw, expected, atol=1e-10)
+    assert torch.equal(x, x.clone())  # the input was not written into
+
+
+class _GradWriter(torch.autograd.Function):
+    """The identity, whose backward scales its incoming gradient in place (as some custom
+    Functions do): it must not corrupt the one-hot seed convlens reuses across calls."""
+
+    @staticmethod
+    def forward(ctx: object, z: torch.Tensor) -> torch.Tensor:
+        return z.view_as(z)
+
+    @staticmethod
+    def backward(ctx: object, grad: torch.Tensor) -> torch.Tensor:
+        return grad.mul_(2)
+
+
+def test_a_backward_that_writes_into_its_gradient_does_not_leak_between_calls() -> None:
+    m = seeded(SeedCNN())
+
+    class Writer(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = m
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return _GradWriter.apply(self.body(x))
+
+    w = Writer().eval()
+    x = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    first = cam(w, x, layer="body.conv2", target=4).raw
+    again = cam(w, x, layer="body.conv2", target=4).raw
+    plain = cam(m, x, layer="conv2", target=4).raw
+    close(first, 2 * plain)
+    close(again, 2 * plain)

@@ -183,9 +183,10 @@ def prepare(model: nn.Module, x: Any) -> tuple[Tensor, list[nn.Module]]:
         raise ConfigError(f"expected a torch.nn.Module, got {type(model).__name__}; pass the model itself")
     if not isinstance(x, Tensor):
         raise ConfigError(f"x must be a torch.Tensor of shape (N, C, H, W), got {type(x).__name__}")
-    if x.dim() == 3:
+    dim = x.dim()
+    if dim == 3:
         x = x.unsqueeze(0)
-    if x.dim() != 4 or x.shape[0] == 0:
+    elif dim != 4 or x.shape[0] == 0:
         raise ConfigError(f"x must have shape (N, C, H, W) (or (C, H, W) for one image), got {tuple(x.shape)}")
     if not x.is_floating_point():
         raise ConfigError(
@@ -193,7 +194,9 @@ def prepare(model: nn.Module, x: Any) -> tuple[Tensor, list[nn.Module]]:
             "e.g. dataset.item(i)[0] or convlens.data.normalise(pixels, mean, std)"
         )
     training, reference = _walk(model)
-    if reference is not None and (x.dtype is not reference.dtype or x.device != reference.device):
+    if reference is not None and (
+        x.dtype is not reference.dtype or (not (x.is_cpu and reference.is_cpu) and x.device != reference.device)
+    ):
         x = x.to(device=reference.device, dtype=reference.dtype)
     return (x.detach() if x.requires_grad else x), training
 

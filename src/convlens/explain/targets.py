@@ -87,12 +87,33 @@ class TargetPlan:
         if self.function is not None:
             scores = call_target(self.function, logits)
             return scores, torch.ones_like(scores)
-        weights = torch.zeros_like(logits)
         if self.fixed is not None:
-            weights.select(1, self.fixed).fill_(1)
-        else:
-            weights.scatter_(1, self.classes[:, j : j + 1], 1.0)
+            return logits, _one_hot(logits, self.fixed)
+        weights = torch.zeros_like(logits)
+        weights.scatter_(1, self.classes[:, j : j + 1], 1.0)
         return logits, weights
+
+
+# One-hot seeds for a fixed class, reused across calls (CPU only): making one costs three
+# tensor operations, a noticeable share of a small model's Grad-CAM. The autograd engine
+# only reads it; should anything change it in place (a custom autograd Function writing
+# into its incoming gradient), its version counter shows it and a fresh one is made.
+_ONE_HOT: dict[tuple[tuple[int, ...], int, torch.dtype], tuple[Tensor, int]] = {}
+
+
+def _one_hot(logits: Tensor, cls: int) -> Tensor:
+    key = (tuple(logits.shape), cls, logits.dtype)
+    if logits.is_cpu:
+        cached = _ONE_HOT.get(key)
+        if cached is not None and cached[0]._version == cached[1]:
+            return cached[0]
+    weights = torch.zeros_like(logits)
+    weights.select(1, cls).fill_(1)
+    if logits.is_cpu:
+        if len(_ONE_HOT) >= 64:
+            _ONE_HOT.clear()
+        _ONE_HOT[key] = (weights, weights._version)
+    return weights
 
 
 def call_target(function: Callable[[Tensor], Tensor], logits: Tensor) -> Tensor:
