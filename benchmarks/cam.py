@@ -71,7 +71,8 @@ def interleaved(variants: dict[str, Callable[[], object]], reps: int, inner: int
                 base: str = "lower") -> dict[str, float]:
     """Seconds per call of each variant (median, or ``--stat min``), timed in rotating order,
     and ``ratio <name>``: the median over repetitions of the variant's time divided by
-    ``base``'s time in the same repetition (robust to load that drifts during the run)."""
+    ``base``'s time in the same repetition (robust to load that drifts during the run); with
+    ``--stat min``, the variant's minimum over ``base``'s minimum."""
     timers = {k: _timer(v, inner) for k, v in variants.items()}
     names = list(variants)
     times: dict[str, list[float]] = {k: [] for k in names}
@@ -88,7 +89,10 @@ def interleaved(variants: dict[str, Callable[[], object]], reps: int, inner: int
         gc.enable()
     out = {k: STAT(v) for k, v in times.items()}
     for k, v in times.items():
-        out[f"ratio {k}"] = STAT([t / b for t, b in zip(v, times[base], strict=True)])
+        if STAT is min:  # the least disturbed time of each, compared
+            out[f"ratio {k}"] = out[k] / out[base]
+        else:
+            out[f"ratio {k}"] = STAT([t / b for t, b in zip(v, times[base], strict=True)])
     return out
 
 
