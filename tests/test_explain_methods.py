@@ -685,3 +685,12 @@ def test_a_backward_that_writes_into_its_gradient_does_not_leak_between_calls() 
     plain = cam(m, x, layer="conv2", target=4).raw
     close(first, 2 * plain)
     close(again, 2 * plain)
+
+
+def test_a_model_registered_inside_itself_is_walked_once() -> None:
+    m = seeded(SeedCNN()).train()
+    m.fc.owner = m  # a back-reference registered as a submodule: a cycle in the module tree
+    before = [mm.training for mm in m.modules()]
+    r = cam(m, torch.randn(1, 1, 28, 28), layer="conv2", target=1)
+    assert r.raw.shape == (1, 14, 14)
+    assert [mm.training for mm in m.modules()] == before

@@ -204,13 +204,17 @@ def prepare(model: nn.Module, x: Any) -> tuple[Tensor, list[nn.Module]]:
 def _walk(model: nn.Module) -> tuple[list[nn.Module], Tensor | None]:
     """The modules in training mode, and the first floating parameter (or buffer), in one
     walk over the module tree (cheaper than ``model.modules()`` plus ``model.parameters()``).
-    A module registered twice is listed twice, which restoring flags does not mind."""
+    Each module is visited once, even if registered twice or as its own descendant."""
     training: list[nn.Module] = []
     reference: Tensor | None = None
+    seen: set[int] = set()
     stack: list[nn.Module] = [model]
-    pop, extend, keep = stack.pop, stack.extend, training.append
+    pop, extend, keep, mark = stack.pop, stack.extend, training.append, seen.add
     while stack:
         m = pop()
+        if id(m) in seen:
+            continue
+        mark(id(m))
         if m.training:
             keep(m)
         if reference is None and m._parameters:

@@ -113,10 +113,6 @@ def _lookup(model: nn.Module, name: str) -> nn.Module | None:
 _SCRIPTED = torch.jit.ScriptModule
 
 
-def _is_scripted(module: nn.Module) -> bool:
-    return isinstance(module, _SCRIPTED)
-
-
 def _copy(value: Any) -> Any:
     """A detached copy of every tensor in ``value`` (tensors, tuples, lists, dicts)."""
     if isinstance(value, Tensor):
