@@ -694,3 +694,36 @@ def test_a_model_registered_inside_itself_is_walked_once() -> None:
     r = cam(m, torch.randn(1, 1, 28, 28), layer="conv2", target=1)
     assert r.raw.shape == (1, 14, 14)
     assert [mm.training for mm in m.modules()] == before
+
+
+class _LateInplace(nn.Module):
+    """conv -> (in place, only once switched on) ReLU -> linear: the in-place change comes
+    after convlens has learned that the conv output is safe to hand on without a copy."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 3, 3, padding=1)
+        self.fc = nn.Linear(3 * 6 * 6, 2)
+        self.inplace = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        y = y.relu_() if self.inplace else y.relu()
+        return self.fc(y.flatten(1))
+
+
+@pytest.mark.parametrize("method", ["gradcam", "hirescam", "guided-gradcam"])
+def test_an_unforeseen_inplace_change_of_the_layer_is_caught_and_the_pass_rerun(method: str) -> None:
+    torch.manual_seed(0)
+    m = _LateInplace().eval()
+    x = torch.randn(2, 1, 6, 6)
+    for _ in range(2):  # learned: nothing changes the conv output in place
+        cam(m, x, method=method, layer="conv", target=1)
+    m.inplace = True
+    fresh = _LateInplace().eval()
+    fresh.load_state_dict(m.state_dict())
+    fresh.inplace = True
+    expected = cam(fresh, x, method=method, layer="conv", target=1)  # never seen: copies at once
+    got = cam(m, x, method=method, layer="conv", target=1)
+    close(got.raw, expected.raw)
+    assert (m.conv(x) < 0).any()  # the conv output has negatives the in-place ReLU would erase

@@ -364,7 +364,7 @@ def run_pass(
         Capture(model, modules, gradients=True, backward_hooks=False, graph_from_layers=not whole) if names else None
     )
     xin = x.detach().requires_grad_(True) if whole else x
-    mode = GuidedReLUs() if guided else None
+    mode: GuidedReLUs | None = None
     layer_grads: list[dict[str, Tensor]] = []
     input_grads: list[Tensor] = []
     guided_grads: list[Tensor] = []
@@ -372,6 +372,7 @@ def run_pass(
     torch.set_grad_enabled(True)  # one switch for the whole pass (cheaper than contexts)
     try:
         for attempt in range(2):  # again only if the model turned out to change a layer in place
+            mode = GuidedReLUs() if guided else None
             try:
                 with cap if cap is not None else contextlib.nullcontext():
                     if mode is None:
