@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from convlens.errors import ConfigError, ConvlensError
+from convlens.models.state import brief, state_dict_mismatch
 
 __all__ = ["ModelLoadError", "load_model", "load_state_dict_file"]
 
@@ -33,11 +34,6 @@ _SPEC = re.compile(rf"^({_IDENT}(?:\.{_IDENT})*):({_IDENT}(?:\.{_IDENT})*)$")
 
 class ModelLoadError(ConvlensError, ValueError):
     """A ``module:factory`` spec or a weights file could not give a model."""
-
-
-def _brief(names: list[str], limit: int = 4) -> str:
-    shown = ", ".join(names[:limit])
-    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def load_state_dict_file(path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu") -> dict[str, Tensor]:
@@ -112,7 +108,7 @@ def _import_factory(spec: str) -> Any:
             public = sorted(n for n in dir(obj) if not n.startswith("_"))
             raise ModelLoadError(
                 f"{module_name!r} has no attribute {attr_path!r} (model spec {spec!r}); "
-                f"it defines {_brief(public, 8) or 'nothing public'}"
+                f"it defines {brief(public, 8) or 'nothing public'}"
             )
         obj = getattr(obj, part)
     if not callable(obj):
@@ -146,23 +142,10 @@ def load_model(
         raise ModelLoadError(f"{spec!r}() returned {type(model).__name__} {repr(model)[:40]}, not a torch.nn.Module")
     if weights is not None:
         state = load_state_dict_file(weights, map_location=map_location)
-        own = model.state_dict()
-        missing = [k for k in own if k not in state]
-        unexpected = [k for k in state if k not in own]
-        if missing or unexpected:
-            parts = []
-            if missing:
-                parts.append(f"missing {len(missing)}: {_brief(missing)}")
-            if unexpected:
-                parts.append(f"unexpected {len(unexpected)}: {_brief(unexpected)}")
+        problem = state_dict_mismatch(model.state_dict(), state)
+        if problem is not None:
             raise ModelLoadError(
-                f"{Path(weights).name} does not fit {spec!r} ({'; '.join(parts)}); "
-                "use the weights saved from this model's state_dict()"
-            )
-        wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items() if state[k].shape != v.shape]
-        if wrong:
-            raise ModelLoadError(
-                f"{Path(weights).name} does not fit {spec!r}: shapes differ for {_brief(wrong, 3)}; "
+                f"{Path(weights).name} does not fit {spec!r}: {problem}; "
                 "use the weights saved from this model's state_dict()"
             )
         try:
