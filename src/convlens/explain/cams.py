@@ -144,8 +144,32 @@ def _live_pairs(a: Tensor, keep: Tensor) -> tuple[Tensor, Tensor]:
     return n_idx, k_idx
 
 
+class ChannelPerturbation(Perturbation, LayerMethod):
+    """A CAM ``sum_k w_k A_k`` whose channel weights come from extra forward passes, one
+    per (sample, channel) pair worth running: Score-CAM (masked inputs) and Ablation-CAM
+    (ablated channels). Subclasses pick the pairs and say how a pass becomes a weight."""
+
+    def __init__(self, model: nn.Module, layer: str | list[str] | None = None, *, batch_size: int = 64,
+                 progress: bool | None = None, combine: Combine = "mean") -> None:
+        super().__init__(model, layer, combine=combine)
+        self._set_batching(batch_size, progress)
+
+    def _weighted(self, p: Pass, a: Tensor, pairs: tuple[Tensor, Tensor], run: Callable[[], Tensor],
+                  weight: Callable[[Tensor, int], Tensor]) -> Tensor:
+        """The map ``(R, h, w)`` with ``w = weight(run(), j)`` for the ``pairs`` (sample and
+        channel indices) in round ``j``, 0 for every other channel. ``run`` is called once,
+        only if there are pairs."""
+        n_idx, k_idx = pairs
+        weights = a.new_zeros(a.shape[0], a.shape[1], p.plan.rounds)
+        if n_idx.numel():
+            out = run()
+            for j in range(p.plan.rounds):
+                weights[n_idx, k_idx, j] = weight(out, j)
+        return rows([weighted_sum(weights[:, :, j], a) for j in range(p.plan.rounds)])
+
+
 @register_method
-class ScoreCAM(Perturbation, LayerMethod):
+class ScoreCAM(ChannelPerturbation):
     """Score-CAM: ``sum_k w_k A_k`` with ``w_k`` the target's softmax probability for the
     input masked by channel ``k``: ``w_k = softmax(f(X ⊙ s(Up(A_k))))_c``, where ``Up``
     upsamples to the input size (bilinear) and ``s`` min-max scales to [0, 1].
@@ -162,14 +186,9 @@ class ScoreCAM(Perturbation, LayerMethod):
     reference = "Wang et al. 2020, Score-CAM: Score-Weighted Visual Explanations for Convolutional Neural Networks"
     uses_gradients = False
 
-    def __init__(self, model: nn.Module, layer: str | list[str] | None = None, *, batch_size: int = 64,
-                 progress: bool | None = None, combine: Combine = "mean") -> None:
-        super().__init__(model, layer, combine=combine)
-        self._set_batching(batch_size, progress)
-
     def _layer_raw(self, p: Pass, layer: str) -> Tensor:
         a = p.activations[layer]
-        n, k = a.shape[:2]
+        n = a.shape[0]
         size = (int(p.x.shape[-2]), int(p.x.shape[-1]))
         flat = a.flatten(2)
         n_idx, k_idx = _live_pairs(a, flat.amax(2) > flat.amin(2))
@@ -180,14 +199,12 @@ class ScoreCAM(Perturbation, LayerMethod):
             image = p.x[ni] if n > 1 else p.x.expand(len(ni), *p.x.shape[1:])
             return masks.mul_(image) if image.shape[1] == 1 else image * masks
 
-        weights = a.new_zeros(n, k, p.plan.rounds)
-        if n_idx.numel():
+        def run() -> Tensor:
             logits = forward_batches(p.model, int(n_idx.numel()), make, self.batch_size, self.progress,
                                      f"{self.title} at {layer}")
-            probs = logits.softmax(1) if p.plan.function is None else logits
-            for j in range(p.plan.rounds):
-                weights[n_idx, k_idx, j] = score_rows(p, probs, n_idx, j)
-        return rows([weighted_sum(weights[:, :, j], a) for j in range(p.plan.rounds)])
+            return logits.softmax(1) if p.plan.function is None else logits
+
+        return self._weighted(p, a, (n_idx, k_idx), run, lambda probs, j: score_rows(p, probs, n_idx, j))
 
 
 def _scaled_in_place(maps: Tensor) -> Tensor:
@@ -223,7 +240,7 @@ def ablating(module: nn.Module, keep: Callable[[], Tensor]) -> Iterator[None]:
 
 
 @register_method
-class AblationCAM(Perturbation, LayerMethod):
+class AblationCAM(ChannelPerturbation):
     """Ablation-CAM: ``sum_k w_k A_k`` with ``w_k = (y_c - y_c^k) / y_c``, where ``y_c`` is
     the target logit and ``y_c^k`` the logit with channel ``k`` of the layer set to zero.
 
@@ -238,31 +255,27 @@ class AblationCAM(Perturbation, LayerMethod):
     reference = "Desai & Ramaswamy 2020, Ablation-CAM: Visual Explanation for Deep Convolutional Network via Gradient-free Localization"
     uses_gradients = False
 
-    def __init__(self, model: nn.Module, layer: str | list[str] | None = None, *, batch_size: int = 64,
-                 progress: bool | None = None, combine: Combine = "mean") -> None:
-        super().__init__(model, layer, combine=combine)
-        self._set_batching(batch_size, progress)
-
     def _layer_raw(self, p: Pass, layer: str) -> Tensor:
         a = p.activations[layer]
-        n, k = a.shape[:2]
+        k = a.shape[1]
         module = layer_modules(self.model, layer)[layer]
         n_idx, k_idx = _live_pairs(a, a.flatten(2).ne(0).any(2))
-        weights = a.new_zeros(n, k, p.plan.rounds)
-        if n_idx.numel():
+        current: list[Tensor] = []
+
+        def run() -> Tensor:
             keep = torch.ones(int(n_idx.numel()), k, 1, 1, dtype=a.dtype, device=a.device)
             keep[torch.arange(len(k_idx), device=a.device), k_idx] = 0
-            current: list[Tensor] = []
 
             def make(start: int, stop: int) -> Tensor:
                 current[:] = [keep[start:stop]]
                 return p.x[n_idx[start:stop]]
 
             with ablating(module, lambda: current[0]):
-                logits = forward_batches(p.model, int(n_idx.numel()), make, self.batch_size, self.progress,
-                                         f"{self.title} at {layer}")
-            for j in range(p.plan.rounds):
-                y = p.plan.score(p.logits, j)[n_idx]
-                weights[n_idx, k_idx, j] = _safe_div(y - score_rows(p, logits, n_idx, j), y)
-        return rows([weighted_sum(weights[:, :, j], a) for j in range(p.plan.rounds)])
+                return forward_batches(p.model, int(n_idx.numel()), make, self.batch_size, self.progress,
+                                       f"{self.title} at {layer}")
 
+        def weight(logits: Tensor, j: int) -> Tensor:
+            y = p.plan.score(p.logits, j)[n_idx]
+            return _safe_div(y - score_rows(p, logits, n_idx, j), y)
+
+        return self._weighted(p, a, (n_idx, k_idx), run, weight)
