@@ -68,15 +68,15 @@ def run_methods(model: nn.Module, x: Tensor, methods: Sequence[Method], target: 
     x, training = prepare(model, x)
     layers = [m.layers_for(x) for m in methods]
     union: dict[str, nn.Module] = {}
-    for mine in layers:
+    layer_gradients = input_gradients = guided = False
+    for m, mine in zip(methods, layers, strict=True):
         union.update(mine)
+        layer_gradients |= m.wants_layer_gradients
+        input_gradients |= m.wants_input_gradients
+        guided |= m.wants_guided_gradients
     with eval_mode(model, training):
-        p = run_pass(
-            model, x, target, union,
-            layer_gradients=any(m.wants_layer_gradients for m in methods),
-            input_gradients=any(m.wants_input_gradients for m in methods),
-            guided=any(m.wants_guided_gradients for m in methods),
-        )
+        p = run_pass(model, x, target, union, layer_gradients=layer_gradients,
+                     input_gradients=input_gradients, guided=guided)
         return [m.explain(p, tuple(names)) for m, names in zip(methods, layers, strict=True)]
 
 

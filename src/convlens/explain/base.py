@@ -346,7 +346,7 @@ def run_pass(
     gradients come from one call of the autograd engine per round, seeded with the target
     scores' one-hot vector (no tensor hooks, no sum of scores to differentiate through).
     """
-    modules = dict(layers or {})
+    modules = layers or {}
     names = tuple(modules)
     if not (layer_gradients or input_gradients or guided):
         with torch.no_grad():
