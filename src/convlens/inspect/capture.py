@@ -122,8 +122,8 @@ def _copy(value: Any) -> Any:
 
 # How a module is tapped. Any forward hook sends every call of its module through
 # nn.Module's slow call path (closures, a try block, hook bookkeeping), and registering and
-# removing hooks costs more than a small model's layer does: together about a fifth of a
-# seed-cnn forward pass at batch 1. So for the length of the block convlens wraps the
+# removing hooks costs more than a small model's layer does: with hooks, a capture block
+# cost 1.21x a seed-cnn forward pass at batch 1 (benchmarks/README.md). So for the length of the block convlens wraps the
 # module's ``forward`` (an instance attribute, which ``_call_impl`` calls on its fast path)
 # and restores it on exit. It falls back to ordinary forward hooks where a wrapper would see
 # something else than a hook registered last: outputs of a module with forward hooks of its
@@ -244,8 +244,8 @@ class InPlaceChange(CaptureError):
 
 
 # The autograd engine, called the way torch.autograd.grad calls it but without its Python
-# preamble (argument normalisation, subclass dispatch, logging hooks), which costs about a
-# tenth of a small CNN's forward and backward pass at batch 1. Used for plain CPU tensors
+# preamble (argument normalisation, subclass dispatch, logging hooks), a noticeable share of
+# a small CNN's backward pass at batch 1 (benchmarks/parts.py). Used for plain CPU tensors
 # only; anything else goes through torch.autograd.grad.
 _ENGINE = getattr(getattr(torch.autograd, "Variable", None), "_execution_engine", None)
 
