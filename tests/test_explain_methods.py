@@ -727,3 +727,20 @@ def test_an_unforeseen_inplace_change_of_the_layer_is_caught_and_the_pass_rerun(
     got = cam(m, x, method=method, layer="conv", target=1)
     close(got.raw, expected.raw)
     assert (m.conv(x) < 0).any()  # the conv output has negatives the in-place ReLU would erase
+
+
+@pytest.mark.parametrize("method", ["integrated-gradients", "occlusion"])
+def test_a_baseline_per_channel_equals_the_same_baseline_written_out(method: str) -> None:
+    torch.manual_seed(2)
+    m = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)).eval()
+    x = torch.randn(2, 3, 6, 6)
+    per_channel = torch.tensor([0.5, -1.0, 2.0])
+    full = per_channel.view(3, 1, 1).expand(3, 6, 6).clone()
+    opts = {"window": 2, "stride": 2} if method == "occlusion" else {}
+    a = cam(m, x, method=method, target=1, baseline=per_channel, **opts)
+    b = cam(m, x, method=method, target=1, baseline=full, **opts)
+    close(a.attributions, b.attributions)
+    zero = cam(m, x, method=method, target=1, **opts)
+    assert not torch.equal(a.attributions, zero.attributions)  # the default baseline 0 differs
+    with pytest.raises(ConfigError, match=r"baseline must be .*\(3, 6, 6\)"):
+        cam(m, x, method=method, target=1, baseline=torch.zeros(5), **opts)

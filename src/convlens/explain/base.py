@@ -173,6 +173,26 @@ def upsample(maps: Tensor, size: tuple[int, int]) -> Tensor:
     return F.interpolate(maps.unsqueeze(0), size=size, mode="bilinear", align_corners=False)[0]
 
 
+def baseline_like(value: float | Tensor, x: Tensor) -> Tensor:
+    """A reference input shaped like ``x`` ``(N, C, H, W)``: a number everywhere, one value
+    per channel ``(C,)``, or a tensor ``(C, H, W)`` or ``(N, C, H, W)`` (broadcast, not copied).
+    Used by integrated gradients, occlusion and the faithfulness curves."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return torch.full_like(x, float(value))
+    if isinstance(value, Tensor):
+        b = value.to(device=x.device, dtype=x.dtype)
+        if b.dim() == 1 and b.numel() == x.shape[1]:  # one value per channel
+            return b.view(1, -1, 1, 1).expand_as(x)
+        try:
+            return b.expand_as(x) if b.dim() == 4 else b.unsqueeze(0).expand_as(x)
+        except RuntimeError:
+            pass
+    raise ConfigError(
+        f"baseline must be a number, one value per channel, or a tensor shaped like the images "
+        f"{tuple(x.shape[1:])}, got {value!r}"
+    )
+
+
 # --- the model during a call --------------------------------------------------------------
 
 

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from convlens.errors import ConfigError
 from convlens.explain._progress import batches, chunks
-from convlens.explain.base import forward_batches, normalise, prepare
+from convlens.explain.base import baseline_like, forward_batches, normalise, prepare
 from convlens.inspect._state import eval_mode
 
 # --- building blocks ------------------------------------------------------------------------
@@ -59,23 +59,6 @@ def _check_maps(x: Tensor, maps: Tensor) -> Tensor:
             f"{tuple(maps.shape)}; pass result.maps of an explanation of x"
         )
     return maps
-
-
-def _baseline(value: float | Tensor, x: Tensor) -> Tensor:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return torch.full_like(x, float(value))
-    if isinstance(value, Tensor):
-        b = value.to(device=x.device, dtype=x.dtype)
-        if b.dim() == 1 and b.numel() == x.shape[1]:  # one value per channel
-            return b.view(1, -1, 1, 1).expand_as(x)
-        try:
-            return b.expand_as(x) if b.dim() == 4 else b.unsqueeze(0).expand_as(x)
-        except RuntimeError:
-            pass
-    raise ConfigError(
-        f"baseline must be a number, one value per channel, or a tensor shaped like the images "
-        f"{tuple(x.shape[1:])}, got {value!r}"
-    )
 
 
 def blur(x: Tensor, sigma: float = 5.0) -> Tensor:
@@ -140,9 +123,9 @@ def perturbation_curves(
     n, _, h, w = x.shape
     cls = _classes(classes, n, x.device)
     if mode == "deletion":
-        fill = _baseline(baseline, x)
+        fill = baseline_like(baseline, x)
     else:
-        fill = blur(x) if isinstance(start, str) and start == "blur" else _baseline(start, x)  # type: ignore[arg-type]
+        fill = blur(x) if isinstance(start, str) and start == "blur" else baseline_like(start, x)  # type: ignore[arg-type]
     order = maps.reshape(n, -1).argsort(dim=1, descending=True, stable=True)
     ranks = torch.empty_like(order).scatter_(1, order, torch.arange(h * w, device=x.device).expand(n, -1))
     counts = torch.tensor(pixel_counts(h, w, steps), device=x.device)
@@ -179,7 +162,7 @@ def average_drop_increase(
     maps = _check_maps(x, maps)
     n = x.shape[0]
     cls = _classes(classes, n, x.device)
-    base = _baseline(baseline, x)
+    base = baseline_like(baseline, x)
     weight = normalise(maps.to(x.dtype)).unsqueeze(1)
     masked = base + weight * (x - base)
     with eval_mode(model, training):

@@ -22,6 +22,7 @@ from convlens.explain.base import (
     InputMethod,
     Pass,
     Perturbation,
+    baseline_like,
     forward_batches,
     rows,
     upsample,
@@ -51,22 +52,6 @@ def _check_positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{name} must be a positive integer, got {value!r}")
     return value
-
-
-def _baseline(baseline: float | Tensor, x: Tensor) -> Tensor:
-    """``baseline`` broadcast to ``x`` ``(N, C, H, W)``."""
-    if isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
-        return torch.full_like(x, float(baseline))
-    if isinstance(baseline, Tensor):
-        b = baseline.to(device=x.device, dtype=x.dtype)
-        try:
-            return b.expand_as(x) if b.dim() == 4 else b.unsqueeze(0).expand_as(x)
-        except RuntimeError:
-            pass
-    raise ConfigError(
-        f"baseline must be a number or a tensor of shape (C, H, W) or (N, C, H, W) matching x "
-        f"{tuple(x.shape)}, got {baseline!r}"
-    )
 
 
 class _GradientBatches(Perturbation):
@@ -235,7 +220,7 @@ class IntegratedGradients(_GradientBatches, InputMethod):
 
     def _attributions(self, p: Pass) -> Tensor:
         n, k, steps = p.x.shape[0], p.plan.rounds, self.n_steps
-        base = _baseline(self.baseline, p.x)
+        base = baseline_like(self.baseline, p.x)
         delta = p.x - base
         alphas = torch.tensor(self.alphas, dtype=p.x.dtype, device=p.x.device)
         weights = torch.tensor(self.weights, dtype=p.x.dtype, device=p.x.device)
@@ -300,7 +285,7 @@ class Occlusion(Perturbation, InputMethod):
         masks = self.masks(int(h), int(w)).to(p.x.device)
         count = masks.sum(0).to(p.x.dtype)
         windows = masks.shape[0]
-        base = _baseline(self.baseline, p.x)
+        base = baseline_like(self.baseline, p.x)
 
         def make(start: int, stop: int) -> Tensor:
             flat = torch.arange(start, stop, device=p.x.device)
