@@ -28,11 +28,12 @@ clipped to the image; negative or too large indices lie in the padding).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, SupportsIndex
 
-from convlens.errors import ConfigError, LayerError, unknown_name
+from convlens._tables import RowTable
+from convlens.errors import ConfigError, unknown_name
 
 Pair = tuple[int, int]
 IntOrPair = int | Sequence[int]
@@ -523,7 +524,7 @@ COLUMNS = ("layer", "type", "output shape", "rf", "jump", "start", "params", "MA
 
 
 @dataclass
-class FieldTable(Sequence[LayerField]):
+class FieldTable(RowTable[LayerField]):
     """Rows of :class:`LayerField`, in the order the layers ran.
 
     Index by position or by layer name (``table["conv2"]``). ``str(table)`` is an
@@ -534,20 +535,6 @@ class FieldTable(Sequence[LayerField]):
     input_shape: tuple[int, ...] = ()
     total_params: int | None = None
     total_macs: int | None = None
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __iter__(self) -> Iterator[LayerField]:
-        return iter(self.rows)
-
-    def __getitem__(self, key: int | str) -> Any:  # type: ignore[override]
-        if isinstance(key, str):
-            for row in self.rows:
-                if row.name == key:
-                    return row
-            raise LayerError(unknown_name("layer", key, [r.name for r in self.rows]))
-        return self.rows[key]
 
     @property
     def names(self) -> list[str]:

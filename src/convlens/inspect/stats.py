@@ -21,7 +21,7 @@ numbers match a float64 computation over all activations at once.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from convlens.errors import ConfigError, LayerError, unknown_name
+from convlens._tables import ByLayer
+from convlens.errors import ConfigError
 from convlens.inspect.passes import Data, Reducer, run_pass
 
 __all__ = ["LayerStats", "StatsReport", "channel_stats"]
@@ -136,25 +137,13 @@ def _ints(values: list[int], limit: int = 12) -> str:
 
 
 @dataclass
-class StatsReport(Mapping[str, LayerStats]):
+class StatsReport(ByLayer[LayerStats]):
     """Layer name -> :class:`LayerStats` (``name#2`` for a shared module's second call)."""
 
     layers: dict[str, LayerStats]
     n_inputs: int
     dump_dir: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-
-    def __getitem__(self, key: str) -> LayerStats:
-        try:
-            return self.layers[key]
-        except KeyError:
-            raise LayerError(unknown_name("layer", key, self.layers)) from None
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.layers)
-
-    def __len__(self) -> int:
-        return len(self.layers)
 
     def __rich__(self) -> Any:
         from rich.console import Group

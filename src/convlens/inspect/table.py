@@ -11,14 +11,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from convlens.errors import ConfigError, LayerError, unknown_name
+from convlens._tables import RowTable
+from convlens.errors import ConfigError
 from convlens.inspect._state import device_and_dtype, evaluating
 from convlens.inspect.capture import observe
 
@@ -53,7 +54,7 @@ class LayerRow:
 
 
 @dataclass
-class LayerTable(Sequence[LayerRow]):
+class LayerTable(RowTable[LayerRow]):
     """The rows of :func:`layers`, in ``named_modules()`` order.
 
     Index by position or by name (``table["conv2"]``). ``target`` is the suggested layer for
@@ -67,20 +68,6 @@ class LayerTable(Sequence[LayerRow]):
     target: str | None
     total_params: int
     order: list[str] = field(default_factory=list)  # names in the order their calls finished
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __iter__(self) -> Iterator[LayerRow]:
-        return iter(self.rows)
-
-    def __getitem__(self, key: int | str) -> Any:  # type: ignore[override]
-        if isinstance(key, str):
-            for row in self.rows:
-                if row.name == key:
-                    return row
-            raise LayerError(unknown_name("layer", key, self.names))
-        return self.rows[key]
 
     @property
     def names(self) -> list[str]:

@@ -17,7 +17,7 @@ are NaN.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from convlens._tables import ByLayer
 from convlens.errors import ConfigError, LayerError, unknown_name
 from convlens.inspect.capture import resolve_layers
 from convlens.inspect.passes import Data, run_pass
@@ -82,23 +83,12 @@ class TopK:
 
 
 @dataclass
-class TopKReport(Mapping[str, TopK]):
+class TopKReport(ByLayer[TopK]):
     """Layer name -> :class:`TopK` (``name#2`` for a shared module's second call)."""
 
     layers: dict[str, TopK]
     n_inputs: int
 
-    def __getitem__(self, key: str) -> TopK:
-        try:
-            return self.layers[key]
-        except KeyError:
-            raise LayerError(unknown_name("layer", key, self.layers)) from None
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.layers)
-
-    def __len__(self) -> int:
-        return len(self.layers)
 
 
 def _pair(v: Any) -> tuple[int, int]:
