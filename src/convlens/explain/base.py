@@ -55,6 +55,7 @@ from convlens.inspect.capture import (
     autograd_grad,
     capture,
     resolve_layers,
+    set_grad_mode,
 )
 
 Combine = Literal["mean", "max"]
@@ -389,7 +390,7 @@ def run_pass(
     input_grads: list[Tensor] = []
     guided_grads: list[Tensor] = []
     prev = torch.is_grad_enabled()
-    torch.set_grad_enabled(True)  # one switch for the whole pass (cheaper than contexts)
+    set_grad_mode(True)  # one switch for the whole pass (cheaper than contexts)
     try:
         for attempt in range(2):  # again only if the model turned out to change a layer in place
             mode = GuidedReLUs() if guided else None
@@ -431,7 +432,7 @@ def run_pass(
                     mode.guided = False
                 guided_grads.append(torch.zeros_like(xin) if g is None else g)
     finally:
-        torch.set_grad_enabled(prev)
+        set_grad_mode(prev)
     acts = {name: v.detach() for name, v in zip(names, values, strict=True)}
     return Pass(model, x, detached, plan, acts, layer_grads, input_grads, guided_grads)
 
