@@ -84,6 +84,21 @@ def test_inplace_relu_does_not_corrupt_the_conv_output(mode: type) -> None:
     torch.testing.assert_close(cap["conv2"], c2)
 
 
+def test_inference_tensors_are_copied_after_the_module_was_learned_safe() -> None:
+    # conv2's output is learned safe to alias under no_grad; under inference_mode its
+    # outputs have no version counter, so the fast path must fall back to a copy
+    m = seeded(InplaceCNN())
+    x = _x(2, 1, 9, 9)
+    for _ in range(2):
+        with torch.no_grad(), capture(m, ["fc"]) as cap:
+            m(x)
+    with torch.inference_mode(), capture(m, ["fc"]) as cap:
+        out = m(x)
+        out.add_(1)  # allowed on inference tensors inside inference_mode
+    assert cap["fc"] is not out  # a copy, which kept the values the layer produced
+    torch.testing.assert_close(cap["fc"], out - 1)
+
+
 def test_shared_module_yields_one_tensor_per_call() -> None:
     m = seeded(SharedCNN())
     x = _x(2, 1, 8, 8)

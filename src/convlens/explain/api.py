@@ -39,15 +39,18 @@ def method_options(cls: type[Method]) -> list[str]:
 def make_method(method: MethodSpec, model: nn.Module, layer: str | Sequence[str] | None = None,
                 **options: Any) -> Method:
     """A :class:`Method` instance from a registry name (or class) and its options."""
-    if isinstance(method, Method):
+    if type(method) is str:  # the common case first
+        cls = get_method(method)
+    elif isinstance(method, Method):
         if layer is not None or options:
             raise ConfigError("pass layer and options when building the method, not with an instance")
         if method.model is not model:
             raise ConfigError(f"the {method.title} instance was built for a different model")
         return method
-    cls = get_method(method) if isinstance(method, str) else method
-    if not (isinstance(cls, type) and issubclass(cls, Method)):
-        raise ConfigError(f"method must be a name from convlens.explain.METHODS or a Method, got {method!r}")
+    else:
+        cls = get_method(method) if isinstance(method, str) else method
+        if not (isinstance(cls, type) and issubclass(cls, Method)):
+            raise ConfigError(f"method must be a name from convlens.explain.METHODS or a Method, got {method!r}")
     if options:
         valid = _options(cls)
         unknown = [k for k in options if k not in valid]
@@ -55,11 +58,11 @@ def make_method(method: MethodSpec, model: nn.Module, layer: str | Sequence[str]
             raise ConfigError(
                 f"{cls.title} has no option {unknown[0]!r}; its options are {', '.join(valid) or 'none'}"
             )
-    if not cls.needs_layer and layer is not None:
-        raise ConfigError(f"{cls.title} attributes to the input and reads no layer; drop layer={layer!r}")
-    if not isinstance(model, nn.Module):
-        raise ConfigError(f"expected a torch.nn.Module, got {type(model).__name__}; pass the model itself")
-    return cls(model, layer, **options) if cls.needs_layer else cls(model, **options)
+    if not cls.needs_layer:
+        if layer is not None:
+            raise ConfigError(f"{cls.title} attributes to the input and reads no layer; drop layer={layer!r}")
+        return cls(model, **options)
+    return cls(model, layer, **options)  # Method.__init__ checks the model
 
 
 def run_methods(model: nn.Module, x: Tensor, methods: Sequence[Method], target: Target = None) -> list[Explanation]:

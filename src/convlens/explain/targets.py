@@ -40,23 +40,27 @@ class TargetPlan:
     row ``n * k + j`` explains sample ``n``, round ``j``.
     """
 
-    __slots__ = ("_classes", "device", "fixed", "function", "n", "rounds")
+    __slots__ = ("_classes", "_like", "fixed", "function", "n", "rounds")
 
     def __init__(
         self,
         n: int,
-        device: torch.device,
+        like: Tensor,
         *,
         classes: Tensor | None = None,
         fixed: int | None = None,
         function: Callable[[Tensor], Tensor] | None = None,
     ) -> None:
         self.n = n
-        self.device = device
+        self._like = like  # the logits: where the classes live (read when first needed)
         self._classes = classes
         self.fixed = fixed
         self.function = function
         self.rounds = 1 if classes is None else int(classes.shape[1])
+
+    @property
+    def device(self) -> torch.device:
+        return self._like.device
 
     @property
     def classes(self) -> Tensor:
@@ -151,9 +155,9 @@ def plan_targets(target: Target, logits: Tensor) -> TargetPlan:
     """Resolve ``target`` (see the module docstring) against ``logits`` ``(N, K)``."""
     n = int(logits.shape[0])
     if type(target) is int and logits.dim() == 2 and 0 <= target < logits.shape[1]:
-        return TargetPlan(n, logits.device, fixed=target)  # the common case, first
+        return TargetPlan(n, logits, fixed=target)  # the common case, first
     if callable(target) and not isinstance(target, Tensor):
-        return TargetPlan(n, logits.device, function=target)
+        return TargetPlan(n, logits, function=target)
     if logits.dim() != 2:
         raise ConfigError(
             f"a class target needs logits of shape (batch, classes), the model returned shape "
@@ -162,18 +166,18 @@ def plan_targets(target: Target, logits: Tensor) -> TargetPlan:
     k = int(logits.shape[1])
     target = parse_target(target)
     if target is None:
-        return TargetPlan(n, logits.device, classes=logits.argmax(1, keepdim=True))
+        return TargetPlan(n, logits, classes=logits.argmax(1, keepdim=True))
     if isinstance(target, str):
         top = int(target.lstrip("top-"))
         if not 1 <= top <= k:
             raise ConfigError(f"{target!r} asks for {top} classes but the model has {k}; use top1..top{k}")
-        return TargetPlan(n, logits.device, classes=logits.topk(top, dim=1).indices)
+        return TargetPlan(n, logits, classes=logits.topk(top, dim=1).indices)
     if isinstance(target, bool):
         raise ConfigError(f"target must be a class index, 'pred', 'topK' or a function, got {target!r}")
     if isinstance(target, int):
         if not 0 <= target < k:
             raise ConfigError(f"target class {target} is out of range: the model has classes 0..{k - 1}")
-        return TargetPlan(n, logits.device, fixed=target)
+        return TargetPlan(n, logits, fixed=target)
     try:
         cls = torch.as_tensor(target, dtype=torch.long, device=logits.device).reshape(-1)
     except (TypeError, ValueError, RuntimeError):
@@ -184,4 +188,4 @@ def plan_targets(target: Target, logits: Tensor) -> TargetPlan:
         raise ConfigError(f"{cls.numel()} target classes for a batch of {n}; give one per sample")
     if bool(((cls < 0) | (cls >= k)).any()):
         raise ConfigError(f"target classes must be in 0..{k - 1}, got {cls.tolist()}")
-    return TargetPlan(n, logits.device, classes=cls.unsqueeze(1))
+    return TargetPlan(n, logits, classes=cls.unsqueeze(1))

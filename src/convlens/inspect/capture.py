@@ -334,7 +334,7 @@ class Capture(Mapping[str, Captured]):
         self.graph_from_layers = bool(graph_from_layers)
         self._values: dict[str, list[Any]] = {name: [] for name in self.layers}
         # aliases to verify at the end of the block: (value, its version then, module, key, name)
-        self._checks: list[tuple[Tensor, int, nn.Module, _Key, str]] = []
+        self._checks: list[tuple[Tensor, int, nn.Module, str]] = []
         # first captures of a module: (module, key, what the model received, its version then)
         self._probes: list[tuple[nn.Module, _Key, Tensor, int]] = []
         self._grads: dict[str, dict[int, Tensor]] = {name: {} for name in self.layers} if gradients else {}
@@ -375,7 +375,7 @@ class Capture(Mapping[str, Captured]):
             alias = value.detach() if value.requires_grad else value  # same storage either way
             if key in safe:
                 store.append(alias)
-                checks.append((alias, alias._version, module, key, name))
+                checks.append((alias, alias._version, module, name))
                 return
             store.append(alias.clone())
             if key not in changed:
@@ -421,7 +421,7 @@ class Capture(Mapping[str, Captured]):
                 tensor = (value.detach().clone() if private else value.detach()).requires_grad_(True)
             index = len(store)
             store.append(tensor)
-            checks.append((tensor, tensor._version, module, key, name))  # verified at the end
+            checks.append((tensor, tensor._version, module, name))  # verified at the end
             if hooks:
                 def record(grad: Tensor, index: int = index) -> None:
                     grads[index] = grad.detach()
@@ -446,21 +446,26 @@ class Capture(Mapping[str, Captured]):
 
     def _wrap_keep(self, name: str, module: nn.Module) -> _Wrapped:
         """:func:`_wrap_after` with ``keep``'s common case inlined (the hot path of capture):
-        an output already known to be safe is kept as it is, and checked at the end."""
+        an output already known to be safe (when the block started) is kept as it is, and
+        checked at the end."""
         own = module.__dict__
         forward = module.forward
         store = self._values[name]
         checks = self._checks
         safe = _seen(module).safe
+        train_ok, eval_ok = _OUT_TRAIN in safe, _OUT_EVAL in safe
 
         def tapped(*args: Any, **kwargs: Any) -> Any:
             out = forward(*args, **kwargs)
-            key = _OUT_TRAIN if module.training else _OUT_EVAL
-            if type(out) is Tensor and key in safe and not out.requires_grad and not out.is_inference():
-                store.append(out)
-                checks.append((out, out._version, module, key, name))
-            else:
-                self._tap(name, module)(module, args, out)
+            if (train_ok if module.training else eval_ok) and type(out) is Tensor and not out.requires_grad:
+                try:
+                    checks.append((out, out._version, module, name))
+                except RuntimeError:  # an inference tensor has no version counter: copied below
+                    pass
+                else:
+                    store.append(out)
+                    return out
+            self._tap(name, module)(module, args, out)
             return out
 
         previous = own.get("forward", _MISSING)
@@ -594,9 +599,9 @@ class Capture(Mapping[str, Captured]):
         return values[0] if len(values) == 1 else list(values)
 
     def _verify(self) -> None:
-        for value, version, module, key, name in self._checks:
+        for value, version, module, name in self._checks:
             if value._version != version:
-                _learn(module, key, True)
+                _learn(module, ("input" if self.inputs else "output", module.training), True)
                 self._checks.clear()
                 raise InPlaceChange(
                     f"the {'input' if self.inputs else 'output'} of layer {name!r} was changed in "
