@@ -61,6 +61,18 @@ def test_gradcam_equals_captum_layergradcam(setup: tuple, which: str) -> None:
     torch.testing.assert_close(ours.maps, up[:, 0], **TOL)
 
 
+def test_gradcam_of_one_image_equals_captum(setup: tuple) -> None:
+    # a single image takes Grad-CAM's own path (plain matrix products instead of batched ones)
+    m, x, layers = setup
+    module = dict(m.named_modules())[layers["mid"]]
+    for i in range(x.shape[0]):
+        one = x[i : i + 1]
+        ours = cam(m, one, method="gradcam", layer=layers["mid"], target=1)
+        theirs = LayerGradCam(m, module).attribute(one, target=1)
+        torch.testing.assert_close(ours.raw, theirs[:, 0], **TOL)
+    torch.testing.assert_close(cam(m, x, method="gradcam", layer=layers["mid"], target=1).raw[-1], ours.raw[0], **TOL)
+
+
 def test_saliency_equals_captum(setup: tuple) -> None:
     from captum.attr import Saliency
 

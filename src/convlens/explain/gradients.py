@@ -27,7 +27,7 @@ from convlens.explain.base import (
     rows,
     upsample,
 )
-from convlens.explain.cams import score_rows
+from convlens.explain.cams import score_rows, spatial_mean, weighted_sum
 from convlens.explain.registry import register_method
 
 
@@ -162,7 +162,7 @@ class GuidedGradCAM(InputMethod):
         size = (int(p.x.shape[-2]), int(p.x.shape[-1]))
         out = []
         for grads, guided in zip(p.layer_gradients, p.guided_gradients, strict=True):
-            gradcam = torch.bmm(grads[layer].mean((2, 3)).unsqueeze(1), a.flatten(2)).view(a.shape[0], *a.shape[2:])
+            gradcam = weighted_sum(spatial_mean(grads[layer]), a)  # Grad-CAM's map
             out.append(guided * upsample(gradcam.clamp_min(0), size).unsqueeze(1))
         return rows(out)
 
