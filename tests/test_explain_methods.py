@@ -687,6 +687,17 @@ def test_a_backward_that_writes_into_its_gradient_does_not_leak_between_calls() 
     close(again, 2 * plain)
 
 
+def test_the_reused_mean_column_is_remade_if_changed() -> None:
+    from convlens.explain.cams import _mean_column, spatial_mean
+
+    g = torch.randn(2, 3, 4, 5, dtype=torch.float64)
+    column = _mean_column(20, g)
+    assert _mean_column(20, g) is column  # reused
+    column.mul_(7)  # anything writing into it must not change later results
+    close(spatial_mean(g), g.mean((2, 3)))
+    assert _mean_column(20, g) is not column
+
+
 def test_a_model_registered_inside_itself_is_walked_once() -> None:
     m = seeded(SeedCNN()).train()
     m.fc.owner = m  # a back-reference registered as a submodule: a cycle in the module tree

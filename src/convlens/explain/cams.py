@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -33,14 +34,15 @@ from convlens.explain.targets import call_target
 # The CAM arithmetic runs right after the model's passes, when only the code those passes
 # used is still in the CPU's caches. A plain matrix product (what a classifier's Linear
 # layer runs forwards and backwards) then costs a fraction of a batched product or a
-# reduction over two dimensions: at seed-cnn batch 1, Grad-CAM's two matrix products add
-# about 5 µs to the passes where ``mean`` and ``bmm`` added about 20 (benchmarks/README.md).
-_COLUMNS: dict[tuple[int, torch.dtype, torch.device], tuple[Tensor, int]] = {}
+# reduction over two dimensions: at seed-cnn batch 1 Grad-CAM's arithmetic took 11.6 µs
+# as two matrix products, 19.8 µs as ``mean`` and ``bmm`` (benchmarks/parts.py, in
+# benchmarks/README.md).
+_COLUMNS: dict[tuple[Any, ...], tuple[Tensor, int]] = {}
 
 
 def _mean_column(size: int, like: Tensor) -> Tensor:
     """A ``(size, 1)`` column of ``1 / size`` (reused; remade if anything changed it)."""
-    key = (size, like.dtype, like.device)
+    key = (size, like.dtype) if like.is_cpu else (size, like.dtype, like.device)
     cached = _COLUMNS.get(key)
     if cached is not None and cached[0]._version == cached[1]:
         return cached[0]
