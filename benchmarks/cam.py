@@ -31,6 +31,8 @@ torch-cam is a benchmark-only dependency, installed without its dependencies so 
 pulls no torchvision (``pip install --no-deps torchcam``; its GradCAM imports only torch).
 
 Run:  python benchmarks/cam.py [--quick] [--threads N] [--stat median|min] [--only gradcam|scorecam]
+(prefix MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=268435456 to keep glibc from
+page-faulting freed memory back in; see allocator())
 """
 
 from __future__ import annotations
@@ -48,10 +50,12 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from _common import allocator
 from convlens.explain import cam
 from zoo import ResNet18, SeedCNN, seeded
 
 TARGET = 3
+
 
 
 def _timer(fn: Callable[[], object], inner: int) -> Callable[[], float]:
@@ -211,7 +215,7 @@ def main() -> None:
     resnet = seeded(ResNet18())
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average "
-        f"{' '.join(f'{v:.2f}' for v in os.getloadavg())} on {os.cpu_count()} cores; "
+        f"{' '.join(f'{v:.2f}' for v in os.getloadavg())} on {os.cpu_count()} cores, {allocator()}; "
         f"{args.stat} of interleaved repetitions"
     )
     if args.only in (None, "gradcam"):

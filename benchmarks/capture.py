@@ -15,6 +15,8 @@ summarised by the median over many repetitions, so background load hits all alik
 * ``captum``     ``LayerActivation(model, [three modules]).attribute(x)``.
 
 Run:  python benchmarks/capture.py [--quick]
+(prefix MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=268435456 to keep glibc from
+page-faulting freed memory back in; see allocator())
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import convlens
+from _common import allocator
 from zoo import ResNet18, SeedCNN, seeded
 
 
@@ -136,7 +139,7 @@ def main() -> None:
         ("resnet-18", seeded(ResNet18()), (1, 3, 224, 224), ["layer1.0.bn2", "layer3", "layer4.1.conv2"], 60, 1),
         ("resnet-18", seeded(ResNet18()), (8, 3, 224, 224), ["layer1.0.bn2", "layer3", "layer4.1.conv2"], 20, 1),
     ]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; median of interleaved repetitions")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {allocator()}; median of interleaved repetitions")
     header = (f"{'model':<10} {'batch':>5}  {'plain':>9}  {'with':>13}  {'streaming':>13}  {'captum':>13}  "
               "with/captum  faults")
     print(header)
