@@ -5,7 +5,9 @@ step is timed with ``time.perf_counter`` around it, inside the real sequence of 
 that caches are as cold as they are in use), over many repetitions; medians in µs.
 
 * capture: ``Capture(model, 3 layers)``, ``__enter__``, the forward pass with the taps in
-  place, ``__exit__``, dropping the capture, and a plain forward pass for comparison.
+  place, ``__exit__``, dropping the capture, and a plain forward pass for comparison; then
+  the same for a bare wrapper with none of capture's guarantees (:class:`Bare`), the floor
+  of any capture written in Python.
 * Grad-CAM: the steps of ``convlens.explain.cam(model, x, layer="conv2", target=3)``
   written out: building the method, checking the input, eval mode, the capture, the
   forward pass, reading the layer and planning the target, the backward pass (one call of
@@ -60,6 +62,64 @@ def capture_steps(reps: int) -> dict[str, float]:
             t6 = pc()
             for k, v in (("create", t1 - t0), ("enter", t2 - t1), ("forward, tapped", t3 - t2),
                          ("exit", t4 - t3), ("drop", t5 - t4), ("forward, plain", t6 - t5)):
+                times.setdefault(k, []).append(v * 1e6)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+class Bare:
+    """For comparison only: the least a capture block can do, with none of convlens's
+    guarantees (no version checks, no hook fallback, no shared-module lists, no error
+    handling, no restoring of a user's own ``forward``): resolve three names, wrap three
+    ``forward``s, keep each output in a dict, delete the wrappers."""
+
+    __slots__ = ("kept", "modules", "owners")
+
+    def __init__(self, model: torch.nn.Module, names: list[str]) -> None:
+        self.modules = [(n, model._modules[n]) for n in names]
+        self.kept: dict[str, torch.Tensor] = {}
+
+    def __enter__(self) -> Bare:
+        kept, owners = self.kept, []
+        for name, module in self.modules:
+            own, forward = module.__dict__, module.forward
+
+            def tapped(*args: object, forward: Callable[..., torch.Tensor] = forward, name: str = name) -> torch.Tensor:
+                out = forward(*args)
+                kept[name] = out
+                return out
+
+            own["forward"] = tapped
+            owners.append(own)
+        self.owners = owners
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for own in self.owners:
+            del own["forward"]
+
+
+def bare_steps(reps: int) -> dict[str, float]:
+    """The same steps as :func:`capture_steps` for :class:`Bare`."""
+    model = seeded(SeedCNN())
+    x = torch.randn(1, 1, 28, 28)
+    layers = ["conv1", "relu1", "conv2"]
+    pc = time.perf_counter
+    times: dict[str, list[float]] = {}
+    with torch.no_grad():
+        for _ in range(reps):
+            t0 = pc()
+            bare = Bare(model, layers)
+            bare.__enter__()
+            t1 = pc()
+            model(x)
+            t2 = pc()
+            bare.__exit__(None, None, None)
+            del bare
+            t3 = pc()
+            model(x)
+            t4 = pc()
+            for k, v in (("block (create, enter, exit, drop)", (t1 - t0) + (t3 - t2)),
+                         ("forward, tapped", t2 - t1), ("forward, plain", t4 - t3)):
                 times.setdefault(k, []).append(v * 1e6)
     return {k: statistics.median(v) for k, v in times.items()}
 
@@ -130,6 +190,11 @@ def main() -> None:
     extra = steps["forward, tapped"] - steps["forward, plain"]
     print(f"  {'per block (create+enter+exit+drop)':<34} {fixed:8.2f}")
     print(f"  {'the taps during the forward pass':<34} {extra:8.2f}")
+    print("\nfor comparison, a bare wrapper with none of capture's guarantees (see Bare), same model and layers")
+    steps = bare_steps(args.reps)
+    for k, v in steps.items():
+        print(f"  {k:<34} {v:8.2f}")
+    print(f"  {'the taps during the forward pass':<34} {steps['forward, tapped'] - steps['forward, plain']:8.2f}")
     print("\nGrad-CAM, seed-cnn batch 1, conv2, target 3")
     steps = gradcam_steps(args.reps)
     for k, v in steps.items():
