@@ -99,6 +99,24 @@ def test_inference_tensors_are_copied_after_the_module_was_learned_safe() -> Non
     torch.testing.assert_close(cap["fc"], out - 1)
 
 
+def test_a_streaming_capture_stops_copying_once_clear_has_learned() -> None:
+    m = seeded(SeedCNN())  # a fresh model: nothing learned about its modules yet
+    x = _x(2, 1, 28, 28)
+    received: list[int] = []
+    handle = m.relu1.register_forward_pre_hook(lambda mod, args: received.append(args[0].data_ptr()))
+    try:
+        with torch.no_grad(), capture(m, ["conv1"]) as cap:
+            m(x)
+            first = cap["conv1"].data_ptr()  # type: ignore[union-attr]
+            cap.clear()  # learns that nothing changed conv1's output in place
+            m(x)
+            second = cap["conv1"].data_ptr()  # type: ignore[union-attr]
+    finally:
+        handle.remove()
+    assert first != received[0]  # the first pass keeps a copy
+    assert second == received[1]  # later passes of the same block keep the output itself
+
+
 def test_shared_module_yields_one_tensor_per_call() -> None:
     m = seeded(SharedCNN())
     x = _x(2, 1, 8, 8)

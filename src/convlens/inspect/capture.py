@@ -235,8 +235,8 @@ def _check_grad_mode(name: str) -> None:
 
 
 # Switch the grad mode without building a context object: ``torch.set_grad_enabled`` is a
-# class, and this is the function its constructor calls (a fifth of the cost; it sits on
-# the path of every gradient capture).
+# class, and this is the function its constructor calls (0.10 µs against 0.27 in a warm
+# loop; it sits on the path of every gradient capture).
 set_grad_mode: Callable[[bool], Any] = getattr(torch._C, "_set_grad_enabled", torch.set_grad_enabled)
 
 
@@ -333,7 +333,8 @@ class Capture(Mapping[str, Captured]):
         self.backward_hooks = bool(backward_hooks)
         self.graph_from_layers = bool(graph_from_layers)
         self._values: dict[str, list[Any]] = {name: [] for name in self.layers}
-        # aliases to verify at the end of the block: (value, its version then, module, key, name)
+        # aliases to verify at the end of the block: (value, its version then, module, name);
+        # a failed check is learned under the module's training flag at that time
         self._checks: list[tuple[Tensor, int, nn.Module, str]] = []
         # first captures of a module: (module, key, what the model received, its version then)
         self._probes: list[tuple[nn.Module, _Key, Tensor, int]] = []
@@ -446,18 +447,17 @@ class Capture(Mapping[str, Captured]):
 
     def _wrap_keep(self, name: str, module: nn.Module) -> _Wrapped:
         """:func:`_wrap_after` with ``keep``'s common case inlined (the hot path of capture):
-        an output already known to be safe (when the block started) is kept as it is, and
-        checked at the end."""
+        an output already known to be safe is kept as it is, and checked at the end (what
+        ``clear()`` learns between passes of one block shows here at once)."""
         own = module.__dict__
         forward = module.forward
         store = self._values[name]
         checks = self._checks
         safe = _seen(module).safe
-        train_ok, eval_ok = _OUT_TRAIN in safe, _OUT_EVAL in safe
 
         def tapped(*args: Any, **kwargs: Any) -> Any:
             out = forward(*args, **kwargs)
-            if (train_ok if module.training else eval_ok) and type(out) is Tensor and not out.requires_grad:
+            if (_OUT_TRAIN if module.training else _OUT_EVAL) in safe and type(out) is Tensor and not out.requires_grad:
                 try:
                     checks.append((out, out._version, module, name))
                 except RuntimeError:  # an inference tensor has no version counter: copied below
