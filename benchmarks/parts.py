@@ -39,31 +39,46 @@ from zoo import SeedCNN, seeded
 Clock = Callable[[], float]
 
 
+Steps = tuple[tuple[str, float], ...]
+
+
+def medians(reps: int, one: Callable[[], Steps]) -> dict[str, float]:
+    """Run ``one`` (one repetition, returning ``(step, seconds)`` pairs) ``reps`` times;
+    the median of each step in µs."""
+    times: dict[str, list[float]] = {}
+    for _ in range(reps):
+        for k, v in one():
+            times.setdefault(k, []).append(v * 1e6)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+SEED_LAYERS = ["conv1", "relu1", "conv2"]
+
+
 def capture_steps(reps: int) -> dict[str, float]:
     model = seeded(SeedCNN())
     x = torch.randn(1, 1, 28, 28)
-    layers = ["conv1", "relu1", "conv2"]
     pc = time.perf_counter
-    times: dict[str, list[float]] = {}
+
+    def one() -> Steps:
+        t0 = pc()
+        cap = Capture(model, SEED_LAYERS)
+        t1 = pc()
+        cap.__enter__()
+        t2 = pc()
+        model(x)
+        t3 = pc()
+        cap.__exit__(None, None, None)
+        t4 = pc()
+        del cap
+        t5 = pc()
+        model(x)
+        t6 = pc()
+        return (("create", t1 - t0), ("enter", t2 - t1), ("forward, tapped", t3 - t2),
+                ("exit", t4 - t3), ("drop", t5 - t4), ("forward, plain", t6 - t5))
+
     with torch.no_grad():
-        for _ in range(reps):
-            t0 = pc()
-            cap = Capture(model, layers)
-            t1 = pc()
-            cap.__enter__()
-            t2 = pc()
-            model(x)
-            t3 = pc()
-            cap.__exit__(None, None, None)
-            t4 = pc()
-            del cap
-            t5 = pc()
-            model(x)
-            t6 = pc()
-            for k, v in (("create", t1 - t0), ("enter", t2 - t1), ("forward, tapped", t3 - t2),
-                         ("exit", t4 - t3), ("drop", t5 - t4), ("forward, plain", t6 - t5)):
-                times.setdefault(k, []).append(v * 1e6)
-    return {k: statistics.median(v) for k, v in times.items()}
+        return medians(reps, one)
 
 
 class Bare:
@@ -102,26 +117,25 @@ def bare_steps(reps: int) -> dict[str, float]:
     """The same steps as :func:`capture_steps` for :class:`Bare`."""
     model = seeded(SeedCNN())
     x = torch.randn(1, 1, 28, 28)
-    layers = ["conv1", "relu1", "conv2"]
     pc = time.perf_counter
-    times: dict[str, list[float]] = {}
+
+    def one() -> Steps:
+        t0 = pc()
+        bare = Bare(model, SEED_LAYERS)
+        bare.__enter__()
+        t1 = pc()
+        model(x)
+        t2 = pc()
+        bare.__exit__(None, None, None)
+        del bare
+        t3 = pc()
+        model(x)
+        t4 = pc()
+        return (("block (create, enter, exit, drop)", (t1 - t0) + (t3 - t2)),
+                ("forward, tapped", t2 - t1), ("forward, plain", t4 - t3))
+
     with torch.no_grad():
-        for _ in range(reps):
-            t0 = pc()
-            bare = Bare(model, layers)
-            bare.__enter__()
-            t1 = pc()
-            model(x)
-            t2 = pc()
-            bare.__exit__(None, None, None)
-            del bare
-            t3 = pc()
-            model(x)
-            t4 = pc()
-            for k, v in (("block (create, enter, exit, drop)", (t1 - t0) + (t3 - t2)),
-                         ("forward, tapped", t2 - t1), ("forward, plain", t4 - t3)):
-                times.setdefault(k, []).append(v * 1e6)
-    return {k: statistics.median(v) for k, v in times.items()}
+        return medians(reps, one)
 
 
 def gradcam_steps(reps: int) -> dict[str, float]:
@@ -129,8 +143,8 @@ def gradcam_steps(reps: int) -> dict[str, float]:
     x = torch.randn(1, 1, 28, 28)
     m = model
     pc = time.perf_counter
-    times: dict[str, list[float]] = {}
-    for _ in range(reps):
+
+    def one() -> Steps:
         t0 = pc()
         method = make_method("gradcam", model, "conv2")
         t1 = pc()
@@ -164,14 +178,14 @@ def gradcam_steps(reps: int) -> dict[str, float]:
         t10 = pc()
         torch.autograd.grad(out[:, 3].sum(), a)
         t11 = pc()
-        for k, v in (("build the method", t1 - t0), ("check the input", t2 - t1),
-                     ("eval mode, capture set up", t3 - t2), ("forward pass", t4 - t3),
-                     ("capture closed", t5 - t4), ("read the layer, plan the target", t6 - t5),
-                     ("backward pass", t7 - t6), ("Grad-CAM arithmetic", t8 - t7),
-                     ("eval mode restored", t9 - t8), ("lower bound: forward", t10 - t9),
-                     ("lower bound: backward", t11 - t10)):
-            times.setdefault(k, []).append(v * 1e6)
-    return {k: statistics.median(v) for k, v in times.items()}
+        return (("build the method", t1 - t0), ("check the input", t2 - t1),
+                ("eval mode, capture set up", t3 - t2), ("forward pass", t4 - t3),
+                ("capture closed", t5 - t4), ("read the layer, plan the target", t6 - t5),
+                ("backward pass", t7 - t6), ("Grad-CAM arithmetic", t8 - t7),
+                ("eval mode restored", t9 - t8), ("lower bound: forward", t10 - t9),
+                ("lower bound: backward", t11 - t10))
+
+    return medians(reps, one)
 
 
 def main() -> None:
