@@ -90,7 +90,7 @@ class Bare:
     __slots__ = ("kept", "modules", "owners")
 
     def __init__(self, model: torch.nn.Module, names: list[str]) -> None:
-        self.modules = [(n, model._modules[n]) for n in names]
+        self.modules = [(n, model.get_submodule(n)) for n in names]
         self.kept: dict[str, torch.Tensor] = {}
 
     def __enter__(self) -> Bare:
