@@ -407,41 +407,6 @@ def test_smoothgrad_averages_gradients_at_the_noisy_inputs() -> None:
     close(again.attributions, r.attributions, atol=1e-12)
 
 
-def test_progress_bar_only_when_asked_or_slow(monkeypatch: pytest.MonkeyPatch) -> None:
-    from convlens.explain import _progress
-    from convlens.explain._progress import batches, chunks
-
-    opened: list[tuple[str, int]] = []
-    updates: list[int] = []
-
-    class Bar:
-        def update(self, task: object, completed: int) -> None:
-            updates.append(completed)
-
-        def stop(self) -> None:
-            opened.append(("stopped", 0))
-
-    def fake_open(description: str, total: int) -> tuple[Bar, None]:
-        opened.append((description, total))
-        return Bar(), None
-
-    monkeypatch.setattr(_progress, "_open", fake_open)
-    spans = chunks(10, 3)
-    assert spans == [(0, 3), (3, 6), (6, 9), (9, 10)]
-    assert list(batches(spans, "never", progress=False)) == spans
-    assert list(batches(spans, "fast", progress=None)) == spans  # a quick job: no bar
-    assert opened == []
-    assert list(batches(spans, "slow", progress=None, after=0.0)) == spans  # looks slow: a bar
-    assert opened == [("slow", 4), ("stopped", 0)] and updates == [1, 2, 3, 4]
-    opened.clear()
-    updates.clear()
-    it = batches(spans, "forced", progress=True)
-    next(it)
-    with pytest.raises(RuntimeError):  # the bar is closed when the work fails
-        it.throw(RuntimeError("boom"))
-    assert opened == [("forced", 4), ("stopped", 0)]
-
-
 def _seed(n: int = 3) -> tuple[nn.Module, torch.Tensor]:
     m = seeded(SeedCNN()).double()
     return m, torch.randn(n, 1, 28, 28, generator=torch.Generator().manual_seed(5), dtype=torch.float64)

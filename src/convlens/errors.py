@@ -55,3 +55,20 @@ def unknown_name(kind: str, name: str, valid: Iterable[str], *, limit: int = 12)
     listed = ", ".join(valid[:limit]) + (f", ... ({len(valid)} in all)" if len(valid) > limit else "")
     hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
     return f"unknown {kind} {name!r}: {hint}valid names are {listed}"
+
+
+def positive_int(name: str, value: object) -> int:
+    """``value`` as an ``int`` if it is a positive integer (not a bool), else a ConfigError.
+
+    The one check for every count a user gives (``batch_size``, ``k``, ``steps``, ...).
+
+    >>> positive_int("k", 3)
+    3
+    >>> positive_int("k", 0)
+    Traceback (most recent call last):
+    ...
+    convlens.errors.ConfigError: k must be a positive integer, got 0
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)

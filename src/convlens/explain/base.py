@@ -617,7 +617,7 @@ def forward_batches(
 ) -> Tensor:
     """Logits of ``total`` modified inputs, built ``batch_size`` at a time by
     ``make(start, stop)`` and run without gradients; ``(total, classes)``."""
-    from convlens.explain._progress import batches, chunks
+    from convlens._progress import batches, chunks
 
     out: list[Tensor] = []
     with torch.no_grad():

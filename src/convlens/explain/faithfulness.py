@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from convlens.errors import ConfigError
-from convlens.explain._progress import batches, chunks
+from convlens._progress import batches, chunks
 from convlens.explain.base import baseline_like, forward_batches, normalise, prepare
 from convlens.inspect._state import eval_mode
 

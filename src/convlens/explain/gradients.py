@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from convlens.errors import ConfigError
-from convlens.explain._progress import batches, chunks
+from convlens._progress import batches, chunks
 from convlens.explain.base import (
     Combine,
     InputMethod,
