@@ -24,8 +24,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from convlens._atomic import AtomicDir
 from convlens.errors import ConfigError, DataError, LayerError, unknown_name
 
 __all__ = ["FORMAT", "ActivationWriter", "dump_activations", "dump_info", "read_activations"]
@@ -53,9 +52,9 @@ class ActivationWriter:
             raise ConfigError(f"dump dtype must be a floating type, got {dtype}")
         if shard_mb <= 0:
             raise ConfigError(f"shard_mb must be positive, got {shard_mb}")
-        self.target = Path(out_dir).resolve()
-        self.target.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.partial-", dir=self.target.parent))
+        self._dir = AtomicDir(out_dir)
+        self.target = self._dir.target
+        self.tmp = self._dir.path
         self.dtype = dtype
         self.shard_bytes = int(shard_mb * 2**20)
         self._buffers: dict[str, list[Tensor]] = {}
@@ -102,21 +101,14 @@ class ActivationWriter:
                 "layers": {k: {"shape": list(shapes[k]), "shards": v} for k, v in self._shards.items()},
             }
             (self.tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-            if self.target.exists():
-                old = self.target.with_name(f".{self.target.name}.old-{os.getpid()}")
-                os.replace(self.target, old)
-                os.replace(self.tmp, self.target)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(self.tmp, self.target)
         except BaseException:
             self.abort()
             raise
-        return self.target
+        return self._dir.commit()
 
     def abort(self) -> None:
         """Remove the partial dump; the target is left as it was."""
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        self._dir.abort()
 
 
 def dump_activations(
