@@ -86,3 +86,43 @@ def test_parse_shape() -> None:
     for bad in ("1,28", "a,b,c", "0,28,28"):
         with pytest.raises(ConfigError, match="C,H,W"):
             parse_shape(bad)
+
+
+def _light_import(code: str) -> list[str]:
+    """The heavy modules that ``code`` loads in a fresh interpreter."""
+    probe = f"import sys; {code}; print(*(m for m in ('torch', 'matplotlib', 'PIL', 'rich') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
+def test_conv_imports_numpy_only() -> None:
+    assert _light_import("import convlens.conv") == []
+
+
+def test_version_comes_from_the_package_metadata_and_loads_no_torch() -> None:
+    import importlib.metadata
+
+    from convlens.models.run import library_versions
+
+    assert convlens.__version__ == importlib.metadata.version("convlens")
+    assert library_versions()["convlens"] == convlens.__version__
+    assert _light_import("import convlens; convlens.__version__") == []
+
+
+def test_version_of_an_uninstalled_source_tree_is_read_from_its_pyproject(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.metadata
+    import re
+
+    from convlens import _version
+
+    def missing(name: str) -> str:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", missing)
+    _version.version.cache_clear()
+    try:
+        pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+        want = re.search(r'^version = "(.+)"', pyproject, re.M)
+        assert want is not None and _version.version() == want.group(1)
+    finally:
+        _version.version.cache_clear()

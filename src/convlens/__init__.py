@@ -2,14 +2,14 @@
 
 ``import convlens`` is light: the public names below are imported on first use
 (PEP 562), so torch and matplotlib load only when something needs them.
+``convlens.__version__`` is read from the installed package's metadata (see
+:mod:`convlens._version`), also on first use.
 """
 
 from __future__ import annotations
 
 import importlib
 from typing import TYPE_CHECKING, Any
-
-__version__ = "0.1.0"
 
 # public name -> module that defines it
 _LAZY = {
@@ -38,10 +38,15 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'convlens' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    if name == "__version__":
+        from convlens._version import version
+
+        value: Any = version()
+    else:
+        module = _LAZY.get(name)
+        if module is None:
+            raise AttributeError(f"module 'convlens' has no attribute {name!r}")
+        value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
 
@@ -51,6 +56,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
+    __version__: str
     from convlens.data import load_dataset
     from convlens.errors import ConvlensError
     from convlens.explain import cam, faithfulness

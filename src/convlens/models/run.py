@@ -87,10 +87,10 @@ def library_versions() -> dict[str, str]:
     import matplotlib
     import numpy
 
-    import convlens
+    from convlens._version import version
 
     return {
-        "convlens": convlens.__version__, "torch": torch.__version__, "numpy": numpy.__version__,
+        "convlens": version(), "torch": torch.__version__, "numpy": numpy.__version__,
         "matplotlib": matplotlib.__version__, "python": platform.python_version(),
     }
 
