@@ -72,3 +72,19 @@ def test_bad_requests() -> None:
         kernel("gaussian", sigma=0)
     with pytest.raises(ConfigError, match="one 2-D kernel"):
         apply(np.ones((5, 5)), np.ones((1, 3, 3)))
+
+
+@pytest.mark.parametrize("size", [0, -3, 2.0, True, "3"])
+def test_kernel_sizes_are_checked_by_the_one_positive_int(size: object) -> None:
+    with pytest.raises(ConfigError, match=f"^gaussian size must be a positive integer, got {size!r}$"):
+        kernel("gaussian", size=size)
+
+
+def test_numpy_integers_are_integers() -> None:
+    from convlens.conv import conv2d
+
+    np.testing.assert_array_equal(kernel("box_blur", size=np.int64(3)), kernel("box_blur", size=3))
+    x, w = np.ones((1, 2, 4, 4)), np.ones((2, 1, 3, 3))
+    np.testing.assert_array_equal(conv2d(x, w, groups=np.int32(2)), conv2d(x, w, groups=2))
+    with pytest.raises(ConfigError, match="^groups must be a positive integer, got 0$"):
+        conv2d(x, w, groups=np.int64(0))

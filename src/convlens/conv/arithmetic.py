@@ -28,12 +28,13 @@ clipped to the image; negative or too large indices lie in the padding).
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, SupportsIndex
 
 from convlens._tables import RowTable
-from convlens.errors import ConfigError, unknown_name
+from convlens.errors import ConfigError, positive_int, unknown_name
 
 Pair = tuple[int, int]
 IntOrPair = int | Sequence[int]
@@ -46,6 +47,23 @@ def _is_int(v: object) -> bool:
     if isinstance(v, int):  # fast path; bool is refused like in PyTorch
         return not isinstance(v, bool)
     return isinstance(v, SupportsIndex) and not isinstance(v, float)
+
+
+def count(name: str, value: object) -> int:
+    """:func:`convlens.errors.positive_int` that also takes NumPy integers (``np.int64(3)``),
+    as every integer parameter of :mod:`convlens.conv` does.
+
+    >>> import numpy as np
+    >>> count("groups", np.int64(2))
+    2
+    >>> count("groups", 0)
+    Traceback (most recent call last):
+    ...
+    convlens.errors.ConfigError: groups must be a positive integer, got 0
+    """
+    if isinstance(value, SupportsIndex) and not isinstance(value, bool):
+        value = operator.index(value)
+    return positive_int(name, value)
 
 
 def pair(value: IntOrPair, name: str) -> Pair:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from convlens.conv.arithmetic import IntOrPair
+from convlens.conv.arithmetic import IntOrPair, count
 from convlens.conv.ops import conv2d
 from convlens.errors import ConfigError, unknown_name
 
@@ -59,9 +59,7 @@ def _fixed(rows: list[list[float]]) -> Callable[[], NDArray[np.float64]]:
 
 
 def _odd_size(size: int, name: str) -> int:
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-        raise ConfigError(f"{name} size={size!r}: the kernel size must be a positive integer")
-    return int(size)
+    return count(f"{name} size", size)
 
 
 @register_kernel("identity", "keeps the image unchanged (a single 1 in the centre)", 1.0)

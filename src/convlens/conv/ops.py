@@ -29,6 +29,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from convlens.conv.arithmetic import (
     IntOrPair,
+    count,
     plan_conv,
     plan_pool,
     plan_transpose,
@@ -122,11 +123,7 @@ def pad2d(
 def _check_conv_channels(
     op: str, x_shape: tuple[int, ...], w_shape: tuple[int, ...], groups: object, *, transposed: bool
 ) -> int:
-    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)):
-        raise ConfigError(f"groups={groups!r}: groups must be an int")
-    groups = int(groups)
-    if groups < 1:
-        raise ConfigError(f"groups={groups}: groups must be at least 1")
+    groups = count("groups", groups)
     if len(w_shape) != 4:
         raise ConfigError(f"weight of shape {w_shape}: {op} needs a 4-D weight")
     c = x_shape[1]

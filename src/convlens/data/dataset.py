@@ -19,7 +19,7 @@ import torch
 
 from convlens.data.idx import read_idx, read_idx_pair
 from convlens.data.sources import Source, get_source, locate
-from convlens.errors import ConfigError, DataError, unknown_name
+from convlens.errors import DataError, positive_int, unknown_name
 
 __all__ = ["SPLITS", "ImageDataset", "load_dataset", "normalise", "pixel_stats"]
 
@@ -157,8 +157,7 @@ class ImageDataset:
         the same shape and must not modify its input in place (without ``shuffle`` it
         is a view of the dataset).
         """
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+        batch_size = positive_int("batch_size", batch_size)
         dev = torch.device(device) if device is not None else self.images.device
         order = torch.randperm(len(self), generator=generator).to(self.images.device) if shuffle else None
         return self._iter(batch_size, order, dev, drop_last, augment)

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from torch import Tensor, nn
 
-from convlens.errors import ConfigError, DataError
+from convlens.errors import ConfigError, DataError, positive_int
 from convlens.inspect._state import device_and_dtype, evaluating
 from convlens.inspect.capture import CaptureError, observe, resolve_layers
 
@@ -51,8 +51,7 @@ def count_inputs(data: Data) -> int | None:
 
 def iter_inputs(data: Data, batch_size: int = 256) -> Iterator[Tensor]:
     """Model-input batches from a dataset, a tensor or an iterable of batches."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    batch_size = positive_int("batch_size", batch_size)
     if hasattr(data, "batches") and callable(data.batches):
         for batch in data.batches(batch_size):
             yield batch[0] if isinstance(batch, (tuple, list)) else batch

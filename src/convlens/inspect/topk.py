@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from convlens._tables import ByLayer
-from convlens.errors import ConfigError, LayerError, unknown_name
+from convlens.errors import ConfigError, LayerError, positive_int, unknown_name
 from convlens.inspect.capture import resolve_layers
 from convlens.inspect.passes import Data, run_pass
 
@@ -256,8 +256,7 @@ def topk_examples(
     >>> report = topk_examples(model, dataset, "conv2", k=9)       # doctest: +SKIP
     >>> report["conv2"].indices[7]   # the 9 digits filter 7 likes most  # doctest: +SKIP
     """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ConfigError(f"k must be a positive integer, got {k!r}")
+    k = positive_int("k", k)
     names = list(resolve_layers(model, layers))
     ch = None if channels is None else [int(c) for c in channels]
     if ch is not None and not ch:
