@@ -128,11 +128,11 @@ def dump_activations(
     layer. Returns the dump directory (see :func:`read_activations`). To get statistics in
     the same pass, use ``channel_stats(..., dump_to=out_dir)``.
     """
-    from convlens.inspect.passes import run_pass
+    from convlens.inspect.passes import stream
 
     writer = ActivationWriter(out_dir, dtype=dtype, shard_mb=shard_mb)
     try:
-        n, shapes = run_pass(model, data, layers, [writer], batch_size=batch_size, progress=progress,
+        n, shapes = stream(model, data, layers, [writer], batch_size=batch_size, progress=progress,
                              description="activations")
     except BaseException:
         writer.abort()

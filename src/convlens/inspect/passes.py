@@ -9,25 +9,53 @@ of the dataset.
 Inputs can be an :class:`convlens.data.ImageDataset` (its ``batches``), a float tensor
 ``(N, C, H, W)`` of model inputs, or any iterable of batches (tensors, or ``(x, y, ...)``
 tuples whose first element is the input), e.g. a ``DataLoader``.
+
+:func:`stream` is the pass itself; :func:`convlens.inspect.channel_stats`,
+:func:`convlens.inspect.topk_examples` and :func:`convlens.inspect.dump_activations`
+are streams with their reducers. A reducer of one's own:
+
+>>> import torch
+>>> from torch import nn
+>>> class Peak:
+...     def __init__(self):
+...         self.peak = float("-inf")
+...     def update(self, key, value, offset, x):
+...         self.peak = max(self.peak, value.amax().item())
+>>> model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())
+>>> peak = Peak()
+>>> n, shapes = stream(model, torch.randn(10, 1, 6, 6), ["1"], [peak], batch_size=4, progress=False)
+>>> n, shapes, peak.peak >= 0
+(10, {'1': (2, 4, 4)}, True)
 """
 
 from __future__ import annotations
 
 import itertools
-import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
+from typing import Protocol, runtime_checkable
 
 from torch import Tensor, nn
 
+from convlens._progress import progress_bar
 from convlens.errors import ConfigError, DataError, positive_int
 from convlens.inspect._state import device_and_dtype, evaluating
 from convlens.inspect.capture import CaptureError, observe, resolve_layers
 
-__all__ = ["Reducer", "count_inputs", "iter_inputs", "run_pass"]
+__all__ = ["Data", "HasBatches", "Reducer", "count_inputs", "iter_inputs", "stream"]
+
+#: One batch of an iterable: model inputs, or a ``(x, y, ...)`` tuple or list with ``x`` first.
+Batch = Tensor | Sequence[object]
+
+
+@runtime_checkable
+class HasBatches(Protocol):
+    """A dataset that batches itself, like :class:`convlens.data.ImageDataset`."""
+
+    def batches(self, batch_size: int) -> Iterable[Batch]: ...
+
 
 #: What the dataset passes accept as data.
-Data = Any
+Data = HasBatches | Tensor | Iterable[Batch]
 
 
 class Reducer(Protocol):
@@ -38,23 +66,28 @@ class Reducer(Protocol):
         ``offset .. offset + len(value) - 1``; ``x`` is that batch of model inputs."""
 
 
+def _model_input(batch: Batch) -> Tensor:
+    x = batch[0] if isinstance(batch, (tuple, list)) else batch
+    if not isinstance(x, Tensor):
+        raise ConfigError(f"a batch holds a {type(x).__name__}, not a tensor of model inputs")
+    return x
+
+
 def count_inputs(data: Data) -> int | None:
     """How many inputs ``data`` holds, if it can say."""
     if isinstance(data, Tensor):
         return int(data.shape[0])
-    try:
-        n = len(data)
-    except TypeError:
-        return None
-    return int(n) if hasattr(data, "batches") else None
+    if isinstance(data, HasBatches) and isinstance(data, Sized):
+        return len(data)
+    return None  # an iterable's length may count batches, not inputs
 
 
 def iter_inputs(data: Data, batch_size: int = 256) -> Iterator[Tensor]:
     """Model-input batches from a dataset, a tensor or an iterable of batches."""
     batch_size = positive_int("batch_size", batch_size)
-    if hasattr(data, "batches") and callable(data.batches):
+    if isinstance(data, HasBatches) and callable(data.batches):
         for batch in data.batches(batch_size):
-            yield batch[0] if isinstance(batch, (tuple, list)) else batch
+            yield _model_input(batch)
         return
     if isinstance(data, Tensor):
         if not data.is_floating_point():
@@ -71,39 +104,10 @@ def iter_inputs(data: Data, batch_size: int = 256) -> Iterator[Tensor]:
             "(N, C, H, W) or an iterable of batches"
         )
     for batch in data:
-        x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        if not isinstance(x, Tensor):
-            raise ConfigError(f"a batch holds a {type(x).__name__}, not a tensor of model inputs")
-        yield x
+        yield _model_input(batch)
 
 
-def _progress(enabled: bool | None, description: str, total: int | None) -> Any:
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    console = Console(stderr=True)
-    if enabled is None:
-        enabled = sys.stderr.isatty()
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-        disable=not enabled,
-    )
-    task = progress.add_task(description, total=total)
-    return progress, task
-
-
-def run_pass(
+def stream(
     model: nn.Module,
     data: Data,
     layers: str | Sequence[str],
@@ -130,7 +134,7 @@ def run_pass(
     shapes: dict[str, tuple[int, ...]] = {}
     repeated: set[str] = set()
 
-    def on_value(name: str, value: Any) -> None:
+    def on_value(name: str, value: object) -> None:
         if not isinstance(value, Tensor):
             raise CaptureError(f"layer {name!r} returns a {type(value).__name__}, not a tensor; choose a layer with a tensor output")
         i = calls.get(name, 0)
@@ -140,13 +144,12 @@ def run_pass(
         for r in reducers:
             r.update(key, value, offset, current[0])
 
-    def count(name: str, value: Any) -> None:
+    def count(name: str, value: object) -> None:
         calls[name] = calls.get(name, 0) + 1
 
     batches = iter_inputs(data, batch_size)
     total = count_inputs(data)
-    bar, task = _progress(progress, description, total)
-    with evaluating(model), bar:
+    with evaluating(model), progress_bar(description, total, enabled=progress) as bar:
         first = next(batches, None)
         if first is None:
             raise DataError("no inputs to stream: the data is empty")
@@ -164,5 +167,5 @@ def run_pass(
                 calls.clear()
                 model(x)
                 offset += x.shape[0]
-                bar.update(task, advance=x.shape[0])
+                bar.advance(x.shape[0])
     return offset, shapes

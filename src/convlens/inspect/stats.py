@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from convlens._tables import ByLayer
 from convlens.errors import ConfigError
-from convlens.inspect.passes import Data, Reducer, run_pass
+from convlens.inspect.passes import Data, Reducer, stream
 
 __all__ = ["LayerStats", "StatsReport", "channel_stats"]
 
@@ -238,7 +238,7 @@ def channel_stats(
         writer = ActivationWriter(dump_to, dtype=dump_dtype)
         reducers.append(writer)
     try:
-        n, shapes = run_pass(model, data, layers, reducers, batch_size=batch_size, progress=progress, description="statistics")
+        n, shapes = stream(model, data, layers, reducers, batch_size=batch_size, progress=progress, description="statistics")
     except BaseException:
         if writer is not None:
             writer.abort()

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from convlens._tables import ByLayer
 from convlens.errors import ConfigError, LayerError, positive_int, unknown_name
 from convlens.inspect.capture import resolve_layers
-from convlens.inspect.passes import Data, run_pass
+from convlens.inspect.passes import Data, stream
 
 __all__ = ["FieldLike", "TopK", "TopKReport", "topk_examples"]
 
@@ -278,7 +278,7 @@ def topk_examples(
         return _Running(key, ch, k, geo, crops, budget)
 
     reducer = _TopKReducer(make)
-    n, _ = run_pass(model, data, names, [reducer], batch_size=batch_size, progress=progress, description="top-k",
+    n, _ = stream(model, data, names, [reducer], batch_size=batch_size, progress=progress, description="top-k",
                     before=prepare)
     modules = dict(model.named_modules())
     out = {}
