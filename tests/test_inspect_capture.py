@@ -10,7 +10,6 @@ from torch import nn
 import convlens
 from convlens.errors import ConvlensError, LayerError
 from convlens.inspect import CaptureError, capture, capture_once
-from convlens.inspect.capture import InPlaceChange
 from zoo import (
     FunctionalCNN,
     InplaceCNN,
@@ -84,9 +83,7 @@ def test_inplace_relu_does_not_corrupt_the_conv_output(mode: type) -> None:
     torch.testing.assert_close(cap["conv2"], c2)
 
 
-def test_inference_tensors_are_copied_after_the_module_was_learned_safe() -> None:
-    # conv2's output is learned safe to alias under no_grad; under inference_mode its
-    # outputs have no version counter, so the fast path must fall back to a copy
+def test_inference_mode_outputs_changed_later_keep_their_values() -> None:
     m = seeded(InplaceCNN())
     x = _x(2, 1, 9, 9)
     for _ in range(2):
@@ -97,24 +94,6 @@ def test_inference_tensors_are_copied_after_the_module_was_learned_safe() -> Non
         out.add_(1)  # allowed on inference tensors inside inference_mode
     assert cap["fc"] is not out  # a copy, which kept the values the layer produced
     torch.testing.assert_close(cap["fc"], out - 1)
-
-
-def test_a_streaming_capture_stops_copying_once_clear_has_learned() -> None:
-    m = seeded(SeedCNN())  # a fresh model: nothing learned about its modules yet
-    x = _x(2, 1, 28, 28)
-    received: list[int] = []
-    handle = m.relu1.register_forward_pre_hook(lambda mod, args: received.append(args[0].data_ptr()))
-    try:
-        with torch.no_grad(), capture(m, ["conv1"]) as cap:
-            m(x)
-            first = cap["conv1"].data_ptr()  # type: ignore[union-attr]
-            cap.clear()  # learns that nothing changed conv1's output in place
-            m(x)
-            second = cap["conv1"].data_ptr()  # type: ignore[union-attr]
-    finally:
-        handle.remove()
-    assert first != received[0]  # the first pass keeps a copy
-    assert second == received[1]  # later passes of the same block keep the output itself
 
 
 def test_shared_module_yields_one_tensor_per_call() -> None:
@@ -356,8 +335,11 @@ def test_layer_that_did_not_run() -> None:
 def test_run_target_errors() -> None:
     m = seeded(SeedCNN())
     x = _x(2, 1, 28, 28)
-    with pytest.raises(ConvlensError, match="needs a target"):
-        capture_once(m, x, "conv1", gradients=True)
+    pred = capture_once(m, x, "conv1", gradients=True)  # no target: the predicted class
+    chosen = capture_once(m, x, "conv1", gradients=True, target=pred.output.argmax(1))
+    torch.testing.assert_close(pred.gradients["conv1"], chosen.gradients["conv1"])
+    with pytest.raises(ConvlensError, match="only used with gradients"):
+        capture_once(m, x, "conv1", target=1)
     with pytest.raises(ConvlensError, match="out of range"):
         capture_once(m, x, "conv1", gradients=True, target=10)
     with pytest.raises(ConvlensError, match="one per sample"):
@@ -400,38 +382,39 @@ class _SometimesInplace(nn.Module):
         return y.sum(dim=(1, 2, 3))
 
 
-def test_an_unforeseen_inplace_change_is_an_error_then_copied() -> None:
+def test_a_model_that_sometimes_changes_a_layer_in_place_is_always_captured_right() -> None:
     m = seeded(_SometimesInplace())
     x = _x(2, 1, 6, 6)
     expected = m.conv(x).detach()
-    for _ in range(2):  # seen unchanged: later captures need no copy
+    for inplace in (False, False, True, False, True):
+        m.inplace = inplace
         with capture(m, "conv") as cap:
             m(x)
         torch.testing.assert_close(cap["conv"], expected)
-    m.inplace = True
-    with pytest.raises(CaptureError, match=r"changed in place.*copy=True"), capture(m, "conv"):
-        m(x)
-    assert _all_hooks(m) == 0
-    with capture(m, "conv") as cap:  # now convlens copies this layer
-        m(x)
-    torch.testing.assert_close(cap["conv"], expected)
-    with capture(m, "conv", copy=True) as cap:
-        m(x)
-    torch.testing.assert_close(cap["conv"], expected)
+        assert _all_hooks(m) == 0
 
 
-def test_copy_true_never_shares_memory_with_the_model_output() -> None:
+@pytest.mark.parametrize("frozen", [False, True])
+def test_gradients_when_the_model_changes_the_layer_output_in_place(frozen: bool) -> None:
+    m = seeded(_SometimesInplace())
+    m.requires_grad_(not frozen)
+    m.inplace = True  # zeroes the conv output in place: the score no longer depends on it
+    x = _x(2, 1, 6, 6)
+    res = capture_once(m, x, "conv", gradients=True, target=lambda out: out)
+    torch.testing.assert_close(res.activations["conv"], m.conv(x).detach())
+    torch.testing.assert_close(res.gradients["conv"], torch.zeros_like(m.conv(x)))
+
+
+def test_the_capture_keeps_its_values_when_the_caller_changes_the_output() -> None:
     m = seeded(SeedCNN())
     x = _x(1, 1, 28, 28)
-    for _ in range(2):
-        with capture(m, "fc") as cap:
-            out = m(x)
-    shared = cap["fc"].untyped_storage().data_ptr() == out.untyped_storage().data_ptr()  # type: ignore[union-attr]
-    assert shared  # the default keeps an alias once it is known to be safe
-    with capture(m, "fc", copy=True) as cap:
+    with capture(m, "fc") as cap:
         out = m(x)
+    expected = out.detach().clone()
+    with torch.no_grad():
+        out.mul_(0)
     assert cap["fc"].untyped_storage().data_ptr() != out.untyped_storage().data_ptr()  # type: ignore[union-attr]
-    torch.testing.assert_close(cap["fc"], out.detach())
+    torch.testing.assert_close(cap["fc"], expected)
 
 
 def test_streaming_one_block_many_passes() -> None:
@@ -456,17 +439,16 @@ def test_a_module_with_its_own_forward_hook_is_captured_after_that_hook() -> Non
     handle = m.conv1.register_forward_hook(lambda mod, args, out: out * 2)  # the user's hook
     try:
         with capture(m, ["conv1", "conv2"]) as cap:
-            assert "forward" not in m.conv1.__dict__  # a hook, registered after the user's
-            assert "forward" in m.conv2.__dict__  # a wrapper
+            assert len(m.conv1._forward_hooks) == 2  # the user's, then convlens's
             m(x)
-        assert list(m.conv1._forward_hooks.values()) == [handle.hooks_dict_ref()[handle.id]]  # type: ignore[index, misc]
+        assert list(m.conv1._forward_hooks) == [handle.id]  # only the user's hook is left
     finally:
         handle.remove()
     with torch.no_grad():
         torch.testing.assert_close(cap["conv1"], 2 * F.conv2d(x, m.conv1.weight, m.conv1.bias, padding=2))
 
 
-def test_a_forward_the_user_replaced_is_wrapped_and_restored() -> None:
+def test_a_forward_the_user_replaced_is_captured_and_left_in_place() -> None:
     m = seeded(SeedCNN())
     original = m.conv1.forward
     calls: list[int] = []
@@ -492,7 +474,7 @@ def test_data_parallel_models_are_tapped_with_hooks() -> None:
     assert cap["module.conv1"].shape == (1, 16, 28, 28)  # type: ignore[union-attr]
 
 
-# --- gradients without tensor hooks, and a graph that starts at the layers ------------------------
+# --- gradients from cap.grad ---------------------------------------------------------------------
 
 
 def _seed_oracle(m: SeedCNN, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -502,17 +484,14 @@ def _seed_oracle(m: SeedCNN, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     return c1, c2, y
 
 
-@pytest.mark.parametrize("from_layers", [False, True])
-def test_grad_equals_autograd_grad_and_leaves_dot_grad_alone(from_layers: bool) -> None:
+def test_grad_equals_autograd_grad_and_leaves_dot_grad_alone() -> None:
     m = seeded(SeedCNN())
     x = _x(3, 1, 28, 28)
     before = model_state(m)
-    # what explanations use: no tensor hooks at all
-    cap = capture(m, ["conv1", "conv2"], gradients=True, backward_hooks=False, graph_from_layers=from_layers)
+    cap = capture(m, ["conv1", "conv2"], gradients=True)
     with cap:
         out = m(x)
         assert _all_hooks(m) == 2
-    assert torch.is_grad_enabled()  # restored
     grads = cap.grad(out[:, 2], retain_graph=True)
     c1, c2, y = _seed_oracle(m, x)
     g1, g2 = torch.autograd.grad(y[:, 2].sum(), [c1, c2], retain_graph=True)
@@ -524,22 +503,6 @@ def test_grad_equals_autograd_grad_and_leaves_dot_grad_alone(from_layers: bool) 
     torch.testing.assert_close(grads["conv2"], g2w)
     assert cap.gradients["conv2"] is grads["conv2"]
     assert_same_state(before, model_state(m))  # no parameter .grad appeared
-
-
-def test_graph_from_layers_records_nothing_upstream_and_restores_grad_mode() -> None:
-    m = seeded(SeedCNN())
-    x = _x(2, 1, 28, 28).requires_grad_(True)
-    cap = capture(m, "conv2", gradients=True, graph_from_layers=True)
-    with torch.no_grad():  # the graph starts at the layer whatever the mode outside
-        with cap:
-            out = m(x)
-        assert not torch.is_grad_enabled()
-    assert out.requires_grad and cap["conv2"].is_leaf  # type: ignore[union-attr]
-    assert cap.grad(out[:, 0])["conv2"].shape == (2, 32, 14, 14)  # type: ignore[union-attr]
-    assert x.grad is None
-    with pytest.raises(ZeroDivisionError), cap:
-        1 / 0  # noqa: B018
-    assert torch.is_grad_enabled() and _all_hooks(m) == 0
 
 
 def test_grad_errors_name_the_problem() -> None:
@@ -554,22 +517,122 @@ def test_grad_errors_name_the_problem() -> None:
         plain.grad(out.sum())
 
 
-def test_an_unforeseen_inplace_change_of_a_live_leaf_is_learned_and_run_retries() -> None:
-    m = seeded(_SometimesInplace())
-    m.requires_grad_(False)  # outputs need no grad: captured as leaves
-    x = _x(2, 1, 6, 6)
-    for _ in range(2):
-        res = capture_once(m, x, "conv", gradients=True, target=lambda out: out)
-    m.inplace = True  # now the model zeroes the conv output in place
-    with pytest.raises(InPlaceChange, match="in place"), capture(m, "conv", gradients=True):
-        m(x)
-    m.inplace = False
-    res = capture_once(m, x, "conv", gradients=True, target=lambda out: out)  # now copied
-    torch.testing.assert_close(res.activations["conv"], m.conv(x))
-    m.inplace = True
-    other = seeded(_SometimesInplace())  # never seen: the first pass copies and succeeds
-    other.requires_grad_(False)
-    other.inplace = True
-    res = capture_once(other, x, "conv", gradients=True, target=lambda out: out)
-    torch.testing.assert_close(res.activations["conv"], other.conv(x))
-    torch.testing.assert_close(res.gradients["conv"], torch.zeros_like(other.conv(x)))
+# --- several captures at once: any exit order, several threads ------------------------------------
+
+
+@pytest.mark.parametrize("gradients", [False, True])
+@pytest.mark.parametrize("order", ["nested", "crossed"])
+def test_two_captures_on_one_module_in_every_order_leave_nothing_behind(order: str, gradients: bool) -> None:
+    m = seeded(SeedCNN())
+    x = _x(1, 1, 28, 28)
+    before = model_state(m)
+    a = capture(m, ["conv1", "fc"], gradients=gradients)
+    b = capture(m, ["conv1"], gradients=gradients)
+    a.__enter__()
+    b.__enter__()
+    assert len(m.conv1._forward_hooks) == 2
+    m(x)
+    if order == "nested":
+        b.__exit__(None, None, None)
+        a.__exit__(None, None, None)
+    else:  # exited in the order they were entered: what concurrent requests produce
+        a.__exit__(None, None, None)
+        assert len(m.conv1._forward_hooks) == 1  # b's hook, and only b's, is still there
+        b.__exit__(None, None, None)
+    assert _all_hooks(m) == 0
+    m(x)  # after both exits nothing is collected any more
+    assert len(a.calls("conv1")) == 1 and len(b.calls("conv1")) == 1 and len(a.calls("fc")) == 1
+    expected = F.conv2d(x, m.conv1.weight, m.conv1.bias, padding=2).detach()
+    torch.testing.assert_close(a["conv1"].detach(), expected)  # type: ignore[union-attr]
+    torch.testing.assert_close(b["conv1"].detach(), expected)  # type: ignore[union-attr]
+    assert_same_state(before, model_state(m))
+
+
+@pytest.mark.parametrize("gradients", [False, True])
+def test_captures_in_two_threads_on_one_shared_model_each_get_their_own_values(gradients: bool) -> None:
+    import threading
+
+    m = seeded(ResNet18(num_classes=4))
+    inputs = [_x(1, 3, 32, 32, seed=s) for s in (1, 2)]
+    with torch.no_grad():
+        expected = [m.layer1[0].bn2(m.layer1[0].conv2(F.relu(m.layer1[0].bn1(m.layer1[0].conv1(
+            m.maxpool(m.relu(m.bn1(m.conv1(x))))))))) for x in inputs]
+    both_inside = threading.Barrier(2, timeout=30)
+    results: dict[int, object] = {}
+
+    def work(i: int) -> None:
+        try:
+            with torch.enable_grad(), capture(m, ["layer1.0.bn2", "fc"], gradients=gradients) as cap:
+                both_inside.wait()  # both captures' hooks are on the model now
+                for _ in range(5):
+                    cap.clear()
+                    out = m(inputs[i])
+                    both_inside.wait()
+            grad = cap.grad(out[:, 0].sum())["layer1.0.bn2"] if gradients else None
+            results[i] = (cap["layer1.0.bn2"], len(cap.calls("fc")), grad, out)
+        except BaseException as exc:  # reported by the main thread
+            results[i] = exc
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert _all_hooks(m) == 0
+    for i in range(2):
+        got = results[i]
+        assert not isinstance(got, BaseException), got
+        value, fc_calls, grad, _ = got  # type: ignore[misc]  # a tuple when not an exception
+        assert fc_calls == 1  # only this thread's own forward pass was recorded
+        torch.testing.assert_close(value.detach(), expected[i])
+        if gradients:
+            bn2 = expected[i].clone().requires_grad_(True)
+            b = m.layer1[0]
+            identity = m.maxpool(m.relu(m.bn1(m.conv1(inputs[i]))))
+            h = F.relu(bn2 + identity)
+            y = m.fc(m.avgpool(m.layer4(m.layer3(m.layer2(m.layer1[1](h))))).flatten(1))
+            (g,) = torch.autograd.grad(y[:, 0].sum(), [bn2])
+            torch.testing.assert_close(grad, g)
+            assert b is m.layer1[0]
+
+
+def test_observe_sees_only_its_own_thread() -> None:
+    import threading
+
+    m = seeded(SeedCNN())
+    seen: list[int] = []
+    other_done = threading.Event()
+
+    def other() -> None:
+        with torch.no_grad():
+            m(_x(3, 1, 28, 28))
+        other_done.set()
+
+    from convlens.inspect import observe
+
+    with torch.no_grad(), observe(m, "conv1", lambda name, v: seen.append(v.shape[0])):
+        t = threading.Thread(target=other)
+        t.start()
+        t.join(timeout=30)
+        m(_x(2, 1, 28, 28))
+    assert other_done.is_set() and seen == [2]
+    assert _all_hooks(m) == 0
+
+
+def test_replace_output_changes_what_follows_and_is_removed() -> None:
+    from convlens.inspect.capture import replace_output
+
+    m = seeded(SeedCNN())
+    x = _x(2, 1, 28, 28)
+    with torch.no_grad():
+        plain = m(x)
+        with replace_output(m, "relu2", lambda out: out * 0):
+            zeroed = m(x)
+            assert _all_hooks(m) == 1
+        again = m(x)
+    torch.testing.assert_close(zeroed, m.fc.bias.detach().expand(2, -1))  # nothing reached fc but its bias
+    torch.testing.assert_close(again, plain)
+    assert _all_hooks(m) == 0
+    with pytest.raises(ZeroDivisionError), replace_output(m, "relu2", lambda out: out):
+        1 / 0  # noqa: B018
+    assert _all_hooks(m) == 0

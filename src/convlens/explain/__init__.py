@@ -37,7 +37,7 @@ from convlens.explain.faithfulness import (
     spearman,
 )
 from convlens.explain.registry import METHODS, get_method, list_methods, register_method
-from convlens.explain.targets import Target, parse_target
+from convlens.inspect.targets import Target, parse_target
 
 __all__ = [
     "METHODS",

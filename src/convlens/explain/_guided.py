@@ -9,13 +9,12 @@ can leave the model altered.
 :class:`GuidedReLUs` is a ``TorchFunctionMode``: while it is active, every ReLU call is seen,
 whether it comes from an ``nn.ReLU`` module (which calls ``F.relu``) or from ``F.relu``,
 ``torch.relu``, ``torch.relu_`` or ``Tensor.relu``/``relu_`` written in ``forward``, in place
-or not. On each ReLU output that is part of the graph it registers a *tensor* hook that,
-while :attr:`GuidedReLUs.guided` is true, replaces the incoming gradient by its positive
-part; the ReLU's own backward then applies ``(x > 0)``. Nothing is attached to the model:
-the hooks belong to that forward pass's graph and vanish with it, and leaving the
-``with`` block (normally or by an exception) ends the interception. Because the switch is
-read at backward time, one forward pass serves both an ordinary backward pass (Grad-CAM,
-saliency) and a guided one.
+or not, and is computed by a small autograd function of convlens instead. Its backward pass
+is ReLU's, ``grad_in = (x > 0) * grad_out``, except while :meth:`GuidedReLUs.backward` is
+active, when it lets only the positive part of ``grad_out`` through. Nothing is attached
+to the model or to any tensor: leaving the ``with`` block (normally or by an exception)
+ends the interception. Because the switch is read at backward time, one forward pass
+serves both an ordinary backward pass (Grad-CAM, saliency) and a guided one.
 
 ReLUs written as ``clamp(min=0)`` or ``torch.maximum(x, 0)`` are not ReLU calls and are
 left alone.
@@ -23,7 +22,8 @@ left alone.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -34,15 +34,46 @@ from torch.overrides import TorchFunctionMode
 _RELUS: frozenset[Callable[..., Any]] = frozenset(
     {F.relu, F.relu_, torch.relu, torch.relu_, Tensor.relu, Tensor.relu_}
 )
+_IN_PLACE: frozenset[Callable[..., Any]] = frozenset({F.relu_, torch.relu_, Tensor.relu_})
+
+
+class _GuidedReLU(torch.autograd.Function):
+    """``relu(x)``; its backward is guided while ``mode.guided`` is true."""
+
+    @staticmethod
+    def forward(x: Tensor, mode: GuidedReLUs) -> Tensor:
+        return x.clamp_min(0)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+        x, mode = inputs
+        ctx.mode = mode
+        ctx.save_for_backward(x > 0)  # the mask, not x: an in-place ReLU overwrites x
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        (positive,) = ctx.saved_tensors
+        if ctx.mode.guided:
+            grad = grad.clamp_min(0)
+        return torch.where(positive, grad, torch.zeros_like(grad)), None
 
 
 class GuidedReLUs(TorchFunctionMode):
-    """See the module docstring. ``seen`` counts the ReLU outputs that got a hook."""
+    """See the module docstring. ``seen`` counts the ReLU calls that were recorded."""
 
     def __init__(self) -> None:
         super().__init__()
         self.guided = False
         self.seen = 0
+
+    @contextlib.contextmanager
+    def backward(self) -> Iterator[None]:
+        """Backward passes run in the block are guided."""
+        self.guided = True
+        try:
+            yield
+        finally:
+            self.guided = False
 
     def __torch_function__(
         self,
@@ -51,11 +82,11 @@ class GuidedReLUs(TorchFunctionMode):
         args: tuple[Any, ...] = (),
         kwargs: dict[str, Any] | None = None,
     ) -> Any:
-        out = func(*args, **(kwargs or {}))
-        if func in _RELUS and isinstance(out, Tensor) and out.requires_grad:
-            out.register_hook(self._positive)
-            self.seen += 1
-        return out
-
-    def _positive(self, grad: Tensor) -> Tensor | None:
-        return grad.clamp_min(0) if self.guided else None
+        kwargs = kwargs or {}
+        x = args[0] if args else kwargs.get("input")
+        if func not in _RELUS or not isinstance(x, Tensor) or not (x.requires_grad and torch.is_grad_enabled()):
+            return func(*args, **kwargs)
+        self.seen += 1
+        out = _GuidedReLU.apply(x, self)
+        in_place = func in _IN_PLACE or bool(kwargs.get("inplace", len(args) > 1 and args[1]))
+        return x.copy_(out) if in_place else out

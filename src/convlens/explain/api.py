@@ -10,10 +10,10 @@ from typing import Any
 from torch import Tensor, nn
 
 from convlens.errors import ConfigError
-from convlens.explain.base import Explanation, Method, prepare, run_pass
+from convlens.explain.base import Explanation, Method
+from convlens.explain.engine import run_methods
 from convlens.explain.registry import METHODS, get_method
-from convlens.explain.targets import Target
-from convlens.inspect._state import eval_mode
+from convlens.inspect.targets import Target
 
 MethodSpec = str | Method | type[Method]
 
@@ -39,9 +39,7 @@ def method_options(cls: type[Method]) -> list[str]:
 def make_method(method: MethodSpec, model: nn.Module, layer: str | Sequence[str] | None = None,
                 **options: Any) -> Method:
     """A :class:`Method` instance from a registry name (or class) and its options."""
-    if type(method) is str:  # the common case first
-        cls = get_method(method)
-    elif isinstance(method, Method):
+    if isinstance(method, Method):
         if layer is not None or options:
             raise ConfigError("pass layer and options when building the method, not with an instance")
         if method.model is not model:
@@ -65,24 +63,6 @@ def make_method(method: MethodSpec, model: nn.Module, layer: str | Sequence[str]
     return cls(model, layer, **options)  # Method.__init__ checks the model
 
 
-def run_methods(model: nn.Module, x: Tensor, methods: Sequence[Method], target: Target = None) -> list[Explanation]:
-    """Explain ``x`` with every method in ``methods``, sharing one forward pass and its
-    backward passes (see :func:`convlens.explain.base.run_pass`)."""
-    x, training = prepare(model, x)
-    layers = [m.layers_for(x) for m in methods]
-    union: dict[str, nn.Module] = {}
-    layer_gradients = input_gradients = guided = False
-    for m, mine in zip(methods, layers, strict=True):
-        union.update(mine)
-        layer_gradients |= m.wants_layer_gradients
-        input_gradients |= m.wants_input_gradients
-        guided |= m.wants_guided_gradients
-    with eval_mode(model, training):
-        p = run_pass(model, x, target, union, layer_gradients=layer_gradients,
-                     input_gradients=input_gradients, guided=guided)
-        return [m.explain(p, tuple(names)) for m, names in zip(methods, layers, strict=True)]
-
-
 def cam(
     model: nn.Module,
     x: Tensor,
@@ -103,7 +83,7 @@ def cam(
             spatial output (:func:`~convlens.explain.base.default_layer`). Several layers
             give one map each in ``result.parts`` and a combined map.
         target: ``None``/``"pred"``, a class index, one index per sample, ``"top3"``, or a
-            function of the logits (see :mod:`convlens.explain.targets`).
+            function of the logits (see :mod:`convlens.inspect.targets`).
         options: method options, e.g. ``batch_size=64`` for perturbation methods.
 
     Returns:

@@ -4,7 +4,7 @@ One abstract base, :class:`Method`, does everything that is the same for all met
 it checks the input, puts the model in eval mode for the call (and restores every flag
 afterwards), runs **one forward pass** reading the layers it needs (through
 :func:`convlens.capture`), resolves the targets
-(:mod:`convlens.explain.targets`), runs the backward passes the methods need (one per
+(:mod:`convlens.inspect.targets`), runs the backward passes the methods need (one per
 target round; a second, guided one only when guided backpropagation is asked for),
 upsamples, and packs an :class:`Explanation`. A method is a small override:
 
@@ -33,30 +33,19 @@ Conventions (the same for every method; see docs/explain.md for how peers differ
 from __future__ import annotations
 
 import abc
-import contextlib
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from convlens.errors import ConfigError
-from convlens.explain._guided import GuidedReLUs
-from convlens.explain.targets import Target, TargetPlan, plan_targets
-from convlens.inspect.capture import (
-    _SCRIPTED,
-    Capture,
-    InPlaceChange,
-    _lookup,
-    autograd_grad,
-    capture,
-    resolve_layers,
-    set_grad_mode,
-)
+from convlens.errors import ConfigError, positive_int
+from convlens.explain.engine import Pass, layer_modules, prepare, run_methods
+from convlens.inspect.targets import Target, TargetPlan
 
 Combine = Literal["mean", "max"]
 
@@ -194,67 +183,6 @@ def baseline_like(value: float | Tensor, x: Tensor) -> Tensor:
     )
 
 
-# --- the model during a call --------------------------------------------------------------
-
-
-def prepare(model: nn.Module, x: Any) -> tuple[Tensor, list[nn.Module]]:
-    """``x`` as an ``(N, C, H, W)`` float tensor on the model's device and in its dtype, and
-    the modules that are in training mode (one walk over the model for both)."""
-    if not isinstance(model, nn.Module):
-        raise ConfigError(f"expected a torch.nn.Module, got {type(model).__name__}; pass the model itself")
-    if not isinstance(x, Tensor):
-        raise ConfigError(f"x must be a torch.Tensor of shape (N, C, H, W), got {type(x).__name__}")
-    dim = x.dim()
-    if dim == 3:
-        x = x.unsqueeze(0)
-    elif dim != 4 or x.shape[0] == 0:
-        raise ConfigError(f"x must have shape (N, C, H, W) (or (C, H, W) for one image), got {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise ConfigError(
-            f"x must be a float tensor normalised as the model expects, got dtype {x.dtype}; "
-            "e.g. dataset.item(i)[0] or convlens.data.normalise(pixels, mean, std)"
-        )
-    training, reference = _walk(model)
-    if reference is not None and (
-        x.dtype is not reference.dtype or (not (x.is_cpu and reference.is_cpu) and x.device != reference.device)
-    ):
-        x = x.to(device=reference.device, dtype=reference.dtype)
-    return (x.detach() if x.requires_grad else x), training
-
-
-def _walk(model: nn.Module) -> tuple[list[nn.Module], Tensor | None]:
-    """The modules in training mode, and the first floating parameter (or buffer), in one
-    walk over the module tree (cheaper than ``model.modules()`` plus ``model.parameters()``).
-    Each module is visited once, even if registered twice or as its own descendant."""
-    training: list[nn.Module] = []
-    reference: Tensor | None = None
-    seen: set[int] = set()
-    stack: list[nn.Module] = [model]
-    pop, extend, keep, mark = stack.pop, stack.extend, training.append, seen.add
-    while stack:
-        m = pop()
-        if id(m) in seen:
-            continue
-        mark(id(m))
-        if m.training:
-            keep(m)
-        if reference is None and m._parameters:
-            for t in m._parameters.values():
-                if t is not None and t.is_floating_point():
-                    reference = t
-                    break
-        if m._modules:
-            extend([c for c in m._modules.values() if c is not None])
-    if reference is None:
-        reference = next((b for b in model.buffers() if b.is_floating_point()), None)
-    return training, reference
-
-
-def check_input(model: nn.Module, x: Any) -> Tensor:
-    """``x`` as an ``(N, C, H, W)`` float tensor on the model's device, in its dtype."""
-    return prepare(model, x)[0]
-
-
 # --- the default layer --------------------------------------------------------------------
 
 _DEFAULT_LAYERS: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], str]] = weakref.WeakKeyDictionary()
@@ -269,7 +197,7 @@ def default_layer(model: nn.Module, x: Tensor) -> str:
     """
     from convlens.inspect import layers as layer_table
 
-    x = check_input(model, x)
+    x = prepare(model, x)
     key = tuple(int(v) for v in x.shape[1:])
     cached = _DEFAULT_LAYERS.get(model, {}).get(key)
     if cached is not None:
@@ -282,159 +210,6 @@ def default_layer(model: nn.Module, x: Tensor) -> str:
         )
     _DEFAULT_LAYERS.setdefault(model, {})[key] = name
     return name
-
-
-def layer_modules(model: nn.Module, layer: str | Sequence[str] | None) -> dict[str, nn.Module]:
-    """Validate ``layer`` (one dotted name or several) and map each to its module; ``None``
-    gives ``{}`` ("pick the default")."""
-    if layer is None:
-        return {}
-    names = (layer,) if isinstance(layer, str) else tuple(layer)
-    if not names:
-        raise ConfigError("layer=[] names no layer: give a dotted module name such as 'conv2', or None")
-    if len(set(names)) != len(names):
-        raise ConfigError(f"layer names repeat in {list(names)}; give each once")
-    found: dict[str, nn.Module] = {}
-    for n in names:  # the quick way; resolve_layers below explains what is wrong otherwise
-        m = _lookup(model, n) if type(n) is str and n else None
-        if m is None or isinstance(m, _SCRIPTED):
-            return resolve_layers(model, names)
-        found[n] = m
-    return found
-
-
-# --- one shared pass ----------------------------------------------------------------------
-
-
-@dataclass
-class Pass:
-    """One forward pass and the backward passes the methods sharing it asked for.
-
-    ``activations[layer]`` is ``(N, K, h, w)``; ``layer_gradients[j][layer]`` and
-    ``input_gradients[j]``/``guided_gradients[j]`` are the gradients of the round-``j``
-    target scores (summed over the batch; samples do not interact in eval mode).
-    """
-
-    model: nn.Module
-    x: Tensor
-    logits: Tensor
-    plan: TargetPlan
-    activations: dict[str, Tensor]
-    layer_gradients: list[dict[str, Tensor]]
-    input_gradients: list[Tensor]
-    guided_gradients: list[Tensor]
-
-
-def _spatial(name: str, value: Any) -> Tensor:
-    if isinstance(value, list):
-        raise ConfigError(
-            f"layer {name!r} ran {len(value)} times in one forward pass, so it has no single map; "
-            "pick a layer that runs once"
-        )
-    if not isinstance(value, Tensor) or value.dim() != 4:
-        shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-        raise ConfigError(
-            f"layer {name!r} outputs {shape}, not a spatial map (N, C, H, W); pick a "
-            "convolutional layer (convlens.inspect.layers(model, shape).target suggests one)"
-        )
-    return value
-
-
-def _scores(logits: Any) -> Tensor:
-    if not isinstance(logits, Tensor):
-        raise ConfigError(
-            f"the model returned a {type(logits).__name__}; explanations need a tensor of scores "
-            "(batch, classes): wrap the model so that forward returns one"
-        )
-    return logits
-
-
-def run_pass(
-    model: nn.Module,
-    x: Tensor,
-    target: Target,
-    layers: dict[str, nn.Module] | None = None,
-    *,
-    layer_gradients: bool = False,
-    input_gradients: bool = False,
-    guided: bool = False,
-) -> Pass:
-    """Run the forward pass once, then one ordinary and, if ``guided``, one guided backward
-    pass per target round. The caller holds :func:`eval_mode`.
-
-    The layers are read with :func:`convlens.capture`. For layer gradients alone the graph
-    starts at the layers (``graph_from_layers``: nothing upstream is recorded) and the
-    gradients come from one call of the autograd engine per round, seeded with the target
-    scores' one-hot vector (no tensor hooks, no sum of scores to differentiate through).
-    """
-    modules = layers or {}
-    names = tuple(modules)
-    if not (layer_gradients or input_gradients or guided):
-        with torch.no_grad():
-            if names:
-                with capture(model, names) as reader:
-                    logits = _scores(model(x))
-                acts = {name: _spatial(name, reader[name]) for name in names}
-            else:
-                logits, acts = _scores(model(x)), {}
-        return Pass(model, x, logits, plan_targets(target, logits), acts, [], [], [])
-    if torch.is_inference_mode_enabled():
-        raise ConfigError("gradient-based explanations cannot run inside torch.inference_mode(): call them outside it")
-    whole = input_gradients or guided  # these need the graph from the input on
-    cap: Capture | None = (
-        Capture(model, modules, gradients=True, backward_hooks=False, graph_from_layers=not whole) if names else None
-    )
-    xin = x.detach().requires_grad_(True) if whole else x
-    mode: GuidedReLUs | None = None
-    layer_grads: list[dict[str, Tensor]] = []
-    input_grads: list[Tensor] = []
-    guided_grads: list[Tensor] = []
-    prev = torch.is_grad_enabled()
-    set_grad_mode(True)  # one switch for the whole pass (cheaper than contexts)
-    try:
-        for attempt in range(2):  # again only if the model turned out to change a layer in place
-            mode = GuidedReLUs() if guided else None
-            try:
-                with cap if cap is not None else contextlib.nullcontext():
-                    if mode is None:
-                        logits = model(xin)
-                    else:
-                        with mode:
-                            logits = model(xin)
-                break
-            except InPlaceChange:
-                if attempt:
-                    raise
-        logits = _scores(logits)
-        values = [_spatial(name, cap[name]) for name in names] if cap is not None else []
-        detached = logits.detach()
-        plan = plan_targets(target, detached)
-        wrt: list[Tensor] = values if layer_gradients else []
-        if input_gradients:
-            wrt = [*wrt, xin]
-        nl = len(names) if layer_gradients else 0
-        rounds = plan.rounds
-        for j in range(rounds):
-            more = j < rounds - 1
-            seed, weights = plan.seed(logits, j)
-            if wrt:
-                grads = autograd_grad((seed,), wrt, (weights,), retain_graph=guided or more)
-                full = [torch.zeros_like(w) if g is None else g for g, w in zip(grads, wrt, strict=True)]
-                if nl:
-                    layer_grads.append(dict(zip(names, full, strict=False)))
-                if input_gradients:
-                    input_grads.append(full[-1])
-            if mode is not None:
-                mode.guided = True
-                try:
-                    (g,) = autograd_grad((seed,), (xin,), (weights,), retain_graph=more)
-                finally:
-                    mode.guided = False
-                guided_grads.append(torch.zeros_like(xin) if g is None else g)
-    finally:
-        set_grad_mode(prev)
-    acts = {name: v.detach() for name, v in zip(names, values, strict=True)}
-    return Pass(model, x, detached, plan, acts, layer_grads, input_grads, guided_grads)
 
 
 # --- the methods --------------------------------------------------------------------------
@@ -475,27 +250,22 @@ class Method(abc.ABC):
         if combine not in ("mean", "max"):
             raise ConfigError(f"unknown combine {combine!r}: use 'mean' or 'max'")
         self.model = model
-        self._modules = layer_modules(model, layer)
-        self.layer = tuple(self._modules) or None
+        self.layer = layer_modules(model, layer) or None
         self.combine = combine
 
     def __call__(self, x: Tensor, target: Target = None) -> Explanation:
-        """Explain ``x`` ``(N, C, H, W)`` for ``target`` (see :mod:`convlens.explain.targets`)."""
-        from convlens.explain.api import run_methods
-
+        """Explain ``x`` ``(N, C, H, W)`` for ``target`` (see :mod:`convlens.inspect.targets`)."""
         return run_methods(self.model, x, [self], target)[0]
 
     def __repr__(self) -> str:
         where = f", layer={list(self.layer)!r}" if self.layer else ""
         return f"{type(self).__name__}({type(self.model).__name__}{where})"
 
-    def layers_for(self, x: Tensor) -> dict[str, nn.Module]:
+    def layers_for(self, x: Tensor) -> tuple[str, ...]:
         """The layers this method reads for input ``x`` (the default layer if none was given)."""
         if not self.needs_layer:
-            return {}
-        if self._modules:
-            return self._modules
-        return layer_modules(self.model, default_layer(self.model, x))
+            return ()
+        return self.layer or (default_layer(self.model, x),)
 
     @abc.abstractmethod
     def _raw(self, p: Pass, layers: Sequence[str]) -> tuple[dict[str, Tensor], Tensor | None]:
@@ -599,28 +369,8 @@ class Perturbation:
     progress: bool | None
 
     def _set_batching(self, batch_size: int, progress: bool | None) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+        positive_int("batch_size", batch_size)
         if progress not in (None, True, False):
             raise ConfigError(f"progress must be True, False or None (automatic), got {progress!r}")
         self.batch_size = batch_size
         self.progress = progress
-
-
-def forward_batches(
-    model: nn.Module,
-    total: int,
-    make: Callable[[int, int], Tensor],
-    batch_size: int,
-    progress: bool | None,
-    description: str,
-) -> Tensor:
-    """Logits of ``total`` modified inputs, built ``batch_size`` at a time by
-    ``make(start, stop)`` and run without gradients; ``(total, classes)``."""
-    from convlens._progress import batches, chunks
-
-    out: list[Tensor] = []
-    with torch.no_grad():
-        for start, stop in batches(chunks(total, batch_size), description, progress):
-            out.append(_scores(model(make(start, stop))))
-    return torch.cat(out) if len(out) != 1 else out[0]

@@ -10,9 +10,7 @@ docstring says so.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -23,48 +21,24 @@ from convlens.explain.base import (
     LayerMethod,
     Pass,
     Perturbation,
-    forward_batches,
-    layer_modules,
+    normalise,
     rows,
     upsample,
 )
+from convlens.explain.engine import forward_batches
 from convlens.explain.registry import register_method
-from convlens.explain.targets import call_target
-
-# The CAM arithmetic runs right after the model's passes, when only the code those passes
-# used is still in the CPU's caches. A plain matrix product (what a classifier's Linear
-# layer runs forwards and backwards) then costs a fraction of a batched product or a
-# reduction over two dimensions: at seed-cnn batch 1 Grad-CAM's arithmetic took 11.6 µs
-# as two matrix products, 19.8 µs as ``mean`` and ``bmm`` (benchmarks/parts.py, in
-# benchmarks/README.md).
-_COLUMNS: dict[tuple[Any, ...], tuple[Tensor, int]] = {}
-
-
-def _mean_column(size: int, like: Tensor) -> Tensor:
-    """A ``(size, 1)`` column of ``1 / size`` (reused; remade if anything changed it)."""
-    key = (size, like.dtype) if like.is_cpu else (size, like.dtype, like.device)
-    cached = _COLUMNS.get(key)
-    if cached is not None and cached[0]._version == cached[1]:
-        return cached[0]
-    column = torch.full((size, 1), 1.0 / size, dtype=like.dtype, device=like.device)
-    if len(_COLUMNS) >= 32:
-        _COLUMNS.clear()
-    _COLUMNS[key] = (column, column._version)
-    return column
-
-
-def spatial_mean(g: Tensor) -> Tensor:
-    """``mean_ij g[n, k, i, j]``: ``(N, K, h, w)`` -> ``(N, K)``, as one matrix product."""
-    n, k, h, w = g.shape
-    return torch.mm(g.reshape(n * k, h * w), _mean_column(h * w, g)).view(n, k)
+from convlens.inspect.capture import replace_output
+from convlens.inspect.targets import call_target
 
 
 def weighted_sum(w: Tensor, a: Tensor) -> Tensor:
     """``sum_k w[n, k] * a[n, k]``: ``(N, K)`` weights and ``(N, K, h, w)`` maps -> ``(N, h, w)``."""
-    n, k, h, ww = a.shape
-    if n == 1:  # one matrix product (see _COLUMNS)
-        return torch.mm(w.reshape(1, k), a.reshape(k, h * ww)).view(1, h, ww)
-    return torch.bmm(w.unsqueeze(1), a.flatten(2)).view(n, h, ww)
+    return torch.einsum("nk,nkhw->nhw", w, a)
+
+
+def gradcam_map(a: Tensor, g: Tensor) -> Tensor:
+    """Grad-CAM's map ``sum_k w_k A_k`` with ``w_k = mean_ij G_k(i, j)``."""
+    return weighted_sum(g.mean((2, 3)), a)
 
 
 def _safe_div(num: Tensor, den: Tensor) -> Tensor:
@@ -82,7 +56,7 @@ class GradCAM(GradientCAM):
     reference = "Selvaraju et al. 2017, Grad-CAM: Visual Explanations from Deep Networks via Gradient-based Localization"
 
     def _cam(self, a: Tensor, g: Tensor) -> Tensor:
-        return weighted_sum(spatial_mean(g), a)
+        return gradcam_map(a, g)
 
 
 @register_method
@@ -218,16 +192,14 @@ class ScoreCAM(ChannelPerturbation):
 
     def _layer_raw(self, p: Pass, layer: str) -> Tensor:
         a = p.activations[layer]
-        n = a.shape[0]
         size = (int(p.x.shape[-2]), int(p.x.shape[-1]))
         flat = a.flatten(2)
         n_idx, k_idx = _live_pairs(a, flat.amax(2) > flat.amin(2))
 
         def make(start: int, stop: int) -> Tensor:
             ni, ki = n_idx[start:stop], k_idx[start:stop]
-            masks = _scaled_in_place(upsample(a[ni, ki], size)).unsqueeze(1)  # (B, 1, H, W)
-            image = p.x[ni] if n > 1 else p.x.expand(len(ni), *p.x.shape[1:])
-            return masks.mul_(image) if image.shape[1] == 1 else image * masks
+            masks = normalise(upsample(a[ni, ki], size)).unsqueeze(1)  # (B, 1, H, W)
+            return p.x[ni] * masks
 
         def run() -> Tensor:
             logits = forward_batches(p.model, int(n_idx.numel()), make, self.batch_size, self.progress,
@@ -235,16 +207,6 @@ class ScoreCAM(ChannelPerturbation):
             return logits.softmax(1) if p.plan.function is None else logits
 
         return self._weighted(p, a, (n_idx, k_idx), run, lambda probs, j: score_rows(p, probs, n_idx, j))
-
-
-def _scaled_in_place(maps: Tensor) -> Tensor:
-    """:func:`normalise` of freshly made maps ``(B, H, W)``, written into them (fewer
-    allocations on Score-CAM's path)."""
-    flat = maps.view(maps.shape[0], -1)
-    lo = flat.amin(1, keepdim=True)
-    span = flat.amax(1, keepdim=True).sub_(lo).clamp_min_(torch.finfo(maps.dtype).tiny)
-    flat.sub_(lo).div_(span)
-    return maps
 
 
 def score_rows(p: Pass, values: Tensor, sample: Tensor, j: int) -> Tensor:
@@ -255,20 +217,6 @@ def score_rows(p: Pass, values: Tensor, sample: Tensor, j: int) -> Tensor:
     return p.plan.score(values, j, rows=sample)
 
 
-@contextlib.contextmanager
-def ablating(module: nn.Module, keep: Callable[[], Tensor]) -> Iterator[None]:
-    """Multiply ``module``'s output by ``keep()`` (broadcast, e.g. ``(B, K, 1, 1)``) for the block.
-
-    The one place convlens writes into a model's forward pass: a forward hook that returns
-    a new tensor, removed in ``finally``. (:func:`convlens.capture` only reads.)
-    """
-    handle = module.register_forward_hook(lambda mod, args, out: out * keep())
-    try:
-        yield
-    finally:
-        handle.remove()
-
-
 @register_method
 class AblationCAM(ChannelPerturbation):
     """Ablation-CAM: ``sum_k w_k A_k`` with ``w_k = (y_c - y_c^k) / y_c``, where ``y_c`` is
@@ -276,8 +224,8 @@ class AblationCAM(ChannelPerturbation):
 
     ``w_k = 0`` where ``y_c = 0`` (the paper's ratio is undefined there) and for channels
     that are already all zero (ablating them changes nothing, so they are not run). The
-    ablated passes repeat the input and zero one channel per copy at the layer with a
-    forward hook, ``batch_size`` copies at a time, without gradients.
+    ablated passes repeat the input and zero one channel per copy at the layer
+    (:func:`convlens.inspect.capture.replace_output`), ``batch_size`` copies at a time, without gradients.
     """
 
     name = "ablationcam"
@@ -288,7 +236,6 @@ class AblationCAM(ChannelPerturbation):
     def _layer_raw(self, p: Pass, layer: str) -> Tensor:
         a = p.activations[layer]
         k = a.shape[1]
-        module = layer_modules(self.model, layer)[layer]
         n_idx, k_idx = _live_pairs(a, a.flatten(2).ne(0).any(2))
         current: list[Tensor] = []
 
@@ -300,7 +247,7 @@ class AblationCAM(ChannelPerturbation):
                 current[:] = [keep[start:stop]]
                 return p.x[n_idx[start:stop]]
 
-            with ablating(module, lambda: current[0]):
+            with replace_output(p.model, layer, lambda out: out * current[0]):
                 return forward_batches(p.model, int(n_idx.numel()), make, self.batch_size, self.progress,
                                        f"{self.title} at {layer}")
 

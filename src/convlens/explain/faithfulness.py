@@ -34,9 +34,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from convlens.errors import ConfigError
 from convlens._progress import batches, chunks
-from convlens.explain.base import baseline_like, forward_batches, normalise, prepare
+from convlens.errors import ConfigError, positive_int
+from convlens.explain.base import baseline_like, normalise
+from convlens.explain.engine import forward_batches, prepare
 from convlens.inspect._state import eval_mode
 
 # --- building blocks ------------------------------------------------------------------------
@@ -116,9 +117,8 @@ def perturbation_curves(
     first; ties keep the pixel order (row-major)."""
     if mode not in ("deletion", "insertion"):
         raise ConfigError(f"unknown mode {mode!r}: use 'deletion' or 'insertion'")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ConfigError(f"steps must be a positive integer, got {steps!r}")
-    x, training = prepare(model, x)
+    positive_int("steps", steps)
+    x = prepare(model, x)
     maps = _check_maps(x, maps)
     n, _, h, w = x.shape
     cls = _classes(classes, n, x.device)
@@ -139,7 +139,7 @@ def perturbation_curves(
             return torch.where(done, fill[sample], x[sample])
         return torch.where(done, x[sample], fill[sample])
 
-    with eval_mode(model, training):
+    with eval_mode(model):
         logits = forward_batches(model, n * points, make, batch_size, progress, mode.capitalize())
     probs = logits.softmax(1).gather(1, cls.repeat_interleave(points).unsqueeze(1)).squeeze(1)
     return probs.view(n, points)
@@ -158,14 +158,14 @@ def average_drop_increase(
     """Per image, the relative drop ``max(0, Y - O) / Y`` and whether ``O > Y`` (see the module
     docstring); ``maps`` ``(N, H, W)`` are min-max normalised here. Average Drop and
     Increase in Confidence are 100 times their means."""
-    x, training = prepare(model, x)
+    x = prepare(model, x)
     maps = _check_maps(x, maps)
     n = x.shape[0]
     cls = _classes(classes, n, x.device)
     base = baseline_like(baseline, x)
     weight = normalise(maps.to(x.dtype)).unsqueeze(1)
     masked = base + weight * (x - base)
-    with eval_mode(model, training):
+    with eval_mode(model):
         logits = forward_batches(model, 2 * n, lambda lo, hi: torch.cat([x, masked])[lo:hi], batch_size,
                                  progress, "Average Drop")
     p = logits.softmax(1)

@@ -15,19 +15,19 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from convlens.errors import ConfigError
 from convlens._progress import batches, chunks
+from convlens.errors import ConfigError, positive_int
 from convlens.explain.base import (
     Combine,
     InputMethod,
     Pass,
     Perturbation,
     baseline_like,
-    forward_batches,
     rows,
     upsample,
 )
-from convlens.explain.cams import score_rows, spatial_mean, weighted_sum
+from convlens.explain.cams import gradcam_map, score_rows
+from convlens.explain.engine import forward_batches
 from convlens.explain.registry import register_method
 
 
@@ -46,12 +46,6 @@ class Saliency(InputMethod):
 
     def _attributions(self, p: Pass) -> Tensor:
         return rows(p.input_gradients)
-
-
-def _check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-    return value
 
 
 class _GradientBatches(Perturbation):
@@ -90,7 +84,7 @@ class SmoothGrad(_GradientBatches, InputMethod):
     def __init__(self, model: nn.Module, *, n_samples: int = 25, noise: float = 0.15, seed: int = 0,
                  batch_size: int = 64, progress: bool | None = None) -> None:
         super().__init__(model)
-        self.n_samples = _check_positive_int("n_samples", n_samples)
+        self.n_samples = positive_int("n_samples", n_samples)
         if not (isinstance(noise, (int, float)) and noise >= 0 and math.isfinite(noise)):
             raise ConfigError(f"noise must be a non-negative fraction of the input range, got {noise!r}")
         self.noise = float(noise)
@@ -162,7 +156,7 @@ class GuidedGradCAM(InputMethod):
         size = (int(p.x.shape[-2]), int(p.x.shape[-1]))
         out = []
         for grads, guided in zip(p.layer_gradients, p.guided_gradients, strict=True):
-            gradcam = weighted_sum(spatial_mean(grads[layer]), a)  # Grad-CAM's map
+            gradcam = gradcam_map(a, grads[layer])
             out.append(guided * upsample(gradcam.clamp_min(0), size).unsqueeze(1))
         return rows(out)
 
@@ -212,7 +206,7 @@ class IntegratedGradients(_GradientBatches, InputMethod):
     def __init__(self, model: nn.Module, *, n_steps: int = 50, rule: str = "gausslegendre",
                  baseline: float | Tensor = 0.0, batch_size: int = 64, progress: bool | None = None) -> None:
         super().__init__(model)
-        self.n_steps = _check_positive_int("n_steps", n_steps)
+        self.n_steps = positive_int("n_steps", n_steps)
         self.alphas, self.weights = quadrature(rule, self.n_steps)
         self.rule = rule
         self.baseline = baseline
@@ -238,7 +232,9 @@ def _pair(value: int | Sequence[int], what: str) -> tuple[int, int]:
     pair: tuple[object, ...] = (value, value) if isinstance(value, int) else tuple(value)
     if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in pair):
         raise ConfigError(f"{what} must be a positive integer or a pair of them, got {value!r}")
-    return int(pair[0]), int(pair[1])  # type: ignore[call-overload]
+    first, second = pair
+    assert isinstance(first, int) and isinstance(second, int)  # checked above; for mypy
+    return first, second
 
 
 @register_method

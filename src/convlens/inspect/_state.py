@@ -14,17 +14,12 @@ class eval_mode:
     """Put every module in eval mode for the block; restore each ``training`` flag after.
 
     Explanations describe the model's predictions, so dropout is off and batch norm uses its
-    running statistics (which therefore are not updated either). ``training`` (the modules
-    in training mode) can be passed when already known (see
-    :func:`convlens.explain.base.prepare`). The one helper for this in convlens
-    (torch-cam copies it in three places); a class, not a generator, because it sits on
-    the hot path of every explanation.
+    running statistics (which therefore are not updated either). The one helper for this
+    in convlens (torch-cam copies it in three places).
     """
 
-    __slots__ = ("training",)
-
-    def __init__(self, model: nn.Module, training: list[nn.Module] | None = None) -> None:
-        self.training = [m for m in model.modules() if m.training] if training is None else training
+    def __init__(self, model: nn.Module) -> None:
+        self.training = [m for m in model.modules() if m.training]
 
     def __enter__(self) -> None:
         for m in self.training:

@@ -36,12 +36,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
-from torch.utils._pytree import tree_flatten
 from torch.utils.weak import WeakIdKeyDictionary
 
 from convlens.conv.arithmetic import FieldTable, Geometry, LayerField, pair
 from convlens.errors import ConfigError, LayerError, unknown_name
 from convlens.inspect._state import evaluating
+from convlens.inspect.capture import hooked, observe
 from convlens.inspect.table import input_batch
 
 __all__ = ["ConvFilter", "conv_filter", "layer_input", "receptive_field"]
@@ -239,8 +239,8 @@ class _GeometryMode(TorchFunctionMode):
         if name in ("__get__", "__set__", "dim", "size", "numel", "__len__", "__repr__", "__format__"):
             return out
         t = self.t
-        flat_in = [v for v in tree_flatten((args, kwargs))[0] if isinstance(v, Tensor)]
-        outs = [v for v in tree_flatten(out)[0] if isinstance(v, Tensor)]
+        flat_in = [v for v in _tensors((args, kwargs))]
+        outs = [v for v in _tensors(out)]
         known = [(v, t.geo[v]) for v in flat_in if v in t.geo]
         if name in _MACS and outs:
             self._count_macs(name, args, outs[0])
@@ -284,43 +284,41 @@ class _GeometryMode(TorchFunctionMode):
             self._credit(y.numel() * int(a.shape[-1]) // self.t.batch)
 
 
+def _tensors(value: Any) -> Iterator[Tensor]:
+    """Every tensor in ``value`` (a tensor, or tuples, lists and dicts of them), in order."""
+    if isinstance(value, Tensor):
+        yield value
+    elif isinstance(value, (tuple, list, dict)):
+        for v in value.values() if isinstance(value, dict) else value:
+            yield from _tensors(v)
+
+
 def _first_tensor(value: Any) -> Tensor | None:
-    for v in tree_flatten(value)[0]:
-        if isinstance(v, Tensor):
-            return v
-    return None
+    return next(_tensors(value), None)
 
 
 def _params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-@contextlib.contextmanager
-def _hooked(model: nn.Module, tracker: _Tracker) -> Iterator[None]:
-    """Forward pre-hooks and hooks on every module; all removed on exit."""
-    handles: list[Any] = []
-    try:
-        for name, module in model.named_modules():
-            container = name == "" or any(True for _ in module.children())
+def _hooked(model: nn.Module, tracker: _Tracker) -> contextlib.AbstractContextManager[None]:
+    """A pre-hook and a hook on every module (through :func:`convlens.inspect.capture.hooked`)."""
+    modules = dict(model.named_modules())
+    containers = {name for name, module in modules.items() if name == "" or any(True for _ in module.children())}
 
-            def pre(module: nn.Module, args: Any, name: str = name, container: bool = container) -> None:
-                tracker.stack.append(_Frame(name, container))
+    def pre(name: str, module: nn.Module, args: Any) -> None:
+        tracker.stack.append(_Frame(name, name in containers))
 
-            def post(module: nn.Module, args: Any, output: Any, name: str = name) -> None:
-                frame = tracker.stack.pop() if tracker.stack and tracker.stack[-1].name == name else _Frame(name, False)
-                if name == "":
-                    tracker.total_macs = frame.macs
-                    return
-                y = _first_tensor(output)
-                if y is not None:
-                    tracker.rows.append((tracker.label(name), type(module).__name__, y, _params(module), frame.macs))
+    def post(name: str, module: nn.Module, args: Any, output: Any) -> None:
+        frame = tracker.stack.pop() if tracker.stack and tracker.stack[-1].name == name else _Frame(name, False)
+        if name == "":
+            tracker.total_macs = frame.macs
+            return
+        y = _first_tensor(output)
+        if y is not None:
+            tracker.rows.append((tracker.label(name), type(module).__name__, y, _params(module), frame.macs))
 
-            handles.append(module.register_forward_pre_hook(pre))
-            handles.append(module.register_forward_hook(post, always_call=True))
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
+    return hooked(modules, before=pre, after=post, always_call=True)
 
 
 def receptive_field(model: nn.Module, input_shape: Sequence[int]) -> FieldTable:
@@ -463,24 +461,21 @@ def layer_input(model: nn.Module, layer: str, x: Any) -> np.ndarray:
         raise ConfigError(f"input of shape {tuple(t.shape)}: expected one sample C×H×W")
     got: dict[str, Tensor] = {}
 
-    def grab(module: nn.Module, args: tuple[Any, ...]) -> None:
-        got["x"] = args[0].detach()
+    def grab(name: str, value: Any) -> None:
+        got["x"] = value.detach()
         raise _Reached
 
     param = next(iter(model.parameters()), None)
     if param is not None:
         t = t.to(param.device, param.dtype if param.is_floating_point() else t.dtype)
-    handle = names[layer].register_forward_pre_hook(grab)
     try:
-        with evaluating(model), contextlib.suppress(_Reached):
+        with evaluating(model), contextlib.suppress(_Reached), observe(model, layer, grab, inputs=True):
             model(t)
     except Exception as exc:
         raise ConfigError(
             f"the model failed on an input of shape {tuple(t.shape[1:])} before reaching {layer!r}: "
             f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         ) from exc
-    finally:
-        handle.remove()
     if "x" not in got:
         raise ConfigError(f"layer {layer!r} did not run in the forward pass")
     return got["x"][0].to("cpu", torch.float64).numpy().copy()
