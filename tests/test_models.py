@@ -235,3 +235,10 @@ def test_build_model_accepts_a_config_directly() -> None:
     model: Any = build_model(cfg)
     assert model.fc.in_features == 3 * 4 * 4
     assert tuple(model(torch.zeros(1, 1, 10, 10)).shape) == (1, 4)
+
+
+def test_build_model_refuses_settings_a_config_already_holds() -> None:
+    cfg = get_config("seed-cnn", num_classes=4)
+    assert build_model(cfg).fc.out_features == 4
+    with pytest.raises(ConfigError, match="set them in the config"):
+        build_model(cfg, num_classes=7)

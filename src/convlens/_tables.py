@@ -4,7 +4,7 @@ names in the error. Plain Python (the NumPy-only ``convlens.conv`` uses it too).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Protocol, TypeVar, overload
+from typing import Protocol, TypeVar, overload
 
 from convlens.errors import LayerError, unknown_name
 
@@ -36,7 +36,7 @@ class RowTable(Sequence[R]):
     def __getitem__(self, key: int | str) -> R: ...
     @overload
     def __getitem__(self, key: slice) -> Sequence[R]: ...
-    def __getitem__(self, key: Any) -> Any:
+    def __getitem__(self, key: int | str | slice) -> R | Sequence[R]:
         if isinstance(key, str):
             for row in self.rows:
                 if row.name == key:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, SupportsIndex
+from typing import Any, Literal, SupportsIndex, TypeGuard
 
 from convlens._tables import RowTable
 from convlens.errors import ConfigError, positive_int, unknown_name
@@ -43,8 +43,9 @@ PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
 
 # --------------------------------------------------------------------------- params
-def _is_int(v: object) -> bool:
-    if isinstance(v, int):  # fast path; bool is refused like in PyTorch
+def _is_int(v: object) -> TypeGuard[SupportsIndex]:
+    """An int or a NumPy integer; bool is refused like in PyTorch."""
+    if isinstance(v, int):  # fast path
         return not isinstance(v, bool)
     return isinstance(v, SupportsIndex) and not isinstance(v, float)
 
@@ -61,9 +62,7 @@ def count(name: str, value: object) -> int:
     ...
     convlens.errors.ConfigError: groups must be a positive integer, got 0
     """
-    if isinstance(value, SupportsIndex) and not isinstance(value, bool):
-        value = operator.index(value)
-    return positive_int(name, value)
+    return positive_int(name, operator.index(value) if _is_int(value) else value)
 
 
 def pair(value: IntOrPair, name: str) -> Pair:
@@ -73,7 +72,7 @@ def pair(value: IntOrPair, name: str) -> Pair:
     ((3, 3), (2, 2), (1, 2))
     """
     if _is_int(value):
-        v = int(value)  # type: ignore[arg-type]
+        v = operator.index(value)
         return (v, v)
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
         raise ConfigError(f"{name}={value!r}: expected an int or a pair of ints")
@@ -210,8 +209,10 @@ def plan_pool(
     ``stride=None`` (or an empty sequence) means ``stride = kernel_size``.
     """
     k = pair(kernel_size, "kernel_size")
-    empty_stride = stride is None or (isinstance(stride, Sequence) and not isinstance(stride, str) and len(stride) == 0)
-    s = k if empty_stride else pair(stride, "stride")  # type: ignore[arg-type]
+    if stride is None or (isinstance(stride, Sequence) and not isinstance(stride, str) and len(stride) == 0):
+        s = k
+    else:
+        s = pair(stride, "stride")
     p = pair(padding, "padding")
     d = pair(dilation, "dilation")
     _positive(s, "stride", "the stride")

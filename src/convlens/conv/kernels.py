@@ -123,7 +123,7 @@ def list_kernels() -> list[str]:
     return list(KERNELS)
 
 
-def kernel(name: str, **params: Any) -> NDArray[np.float64]:
+def kernel(name: str, **params: float) -> NDArray[np.float64]:
     """The kernel called ``name`` as a float64 array (kh×kw).
 
     ``box_blur``, ``identity`` and ``gaussian`` take ``size``; ``gaussian`` also

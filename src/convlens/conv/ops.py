@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -44,7 +44,7 @@ __all__ = ["avg_pool2d", "conv2d", "conv_transpose2d", "max_pool2d", "pad2d"]
 # stays bounded for large batches. (Measured on the benchmark layers: 2^18..2^21 are
 # equally fast, 2^24 is 1.5-2x slower.)
 _IM2COL_BUDGET = 1 << 20
-_NP_PAD_MODE = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+_NP_PAD_MODE: dict[str, Literal["reflect", "edge", "wrap"]] = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
 # Work buffers (padded input, im2col columns) are kept per thread and reused across
 # calls, up to this many elements each (at most 2 × 16 MiB per thread in float64): touching freshly mapped memory costs page faults that, on small layers,
@@ -117,7 +117,7 @@ def pad2d(
     if mode not in _NP_PAD_MODE:
         raise ConfigError(unknown_name("padding mode", mode, ["zeros", *_NP_PAD_MODE]))
     widths = [(0, 0)] * (a.ndim - 2) + [(top, bottom), (left, right)]
-    return np.pad(a, widths, mode=_NP_PAD_MODE[mode])  # type: ignore[call-overload]
+    return np.pad(a, widths, mode=_NP_PAD_MODE[mode])
 
 
 def _check_conv_channels(

@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import SupportsIndex
 
 import numpy as np
 import torch
@@ -232,10 +233,9 @@ class ImageDataset:
 
     def _check_index(self, index: object) -> int:
         n = len(self)
-        try:
-            i = operator.index(index)  # type: ignore[arg-type]
-        except TypeError:
-            raise DataError(f"an index into {self.name} {self.split} must be an integer, got {index!r}") from None
+        if not isinstance(index, SupportsIndex):
+            raise DataError(f"an index into {self.name} {self.split} must be an integer, got {index!r}")
+        i = operator.index(index)
         if isinstance(index, bool) or not 0 <= i < n:
             valid = f"0..{n - 1}" if n else "none (the dataset is empty)"
             raise DataError(f"index {index!r} is out of range for {self.name} {self.split}: valid indices are {valid}")

@@ -26,13 +26,16 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from convlens._atomic import AtomicDir
 from convlens.errors import ConfigError, DataError, LayerError, unknown_name
+
+if TYPE_CHECKING:
+    from convlens.inspect.passes import Data
 
 __all__ = ["FORMAT", "ActivationWriter", "dump_activations", "dump_info", "read_activations"]
 
@@ -113,7 +116,7 @@ class ActivationWriter:
 
 def dump_activations(
     model: torch.nn.Module,
-    data: Any,
+    data: Data,
     layers: str | Sequence[str],
     out_dir: str | os.PathLike[str],
     *,

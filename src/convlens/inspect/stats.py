@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -32,6 +32,10 @@ from torch import Tensor, nn
 from convlens._tables import ByLayer
 from convlens.errors import ConfigError
 from convlens.inspect.passes import Data, Reducer, stream
+
+if TYPE_CHECKING:
+    from rich.console import Group
+    from rich.table import Table
 
 __all__ = ["LayerStats", "StatsReport", "channel_stats"]
 
@@ -110,7 +114,7 @@ class LayerStats:
             )
         return out
 
-    def __rich__(self) -> Any:
+    def __rich__(self) -> Table:
         from rich.table import Table
 
         table = Table(title=f"{self.layer}: {self.channels} channels, {self.n_inputs:,} inputs", caption=self.summary())
@@ -145,7 +149,7 @@ class StatsReport(ByLayer[LayerStats]):
     dump_dir: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def __rich__(self) -> Any:
+    def __rich__(self) -> Group:
         from rich.console import Group
 
         return Group(*(s.__rich__() for s in self.layers.values()))

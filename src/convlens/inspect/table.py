@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -22,6 +22,9 @@ from convlens._tables import RowTable
 from convlens.errors import ConfigError
 from convlens.inspect._state import device_and_dtype, evaluating
 from convlens.inspect.capture import observe
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 __all__ = ["LayerRow", "LayerTable", "input_batch", "layers"]
 
@@ -106,7 +109,7 @@ class LayerTable(RowTable[LayerRow]):
         lines.append(f"input {shape}; {self.total_params:,} parameters; CAM target: {self.target or 'none'}")
         return "\n".join(lines)
 
-    def __rich__(self) -> Any:
+    def __rich__(self) -> Table:
         from rich.table import Table
 
         shape = "×".join(str(v) for v in self.input_shape)

@@ -17,7 +17,7 @@ are NaN.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -212,7 +212,7 @@ class _Running:
 
 
 class _TopKReducer:
-    def __init__(self, make: Any) -> None:
+    def __init__(self, make: Callable[[str, Tensor, bool], _Running]) -> None:
         self.make = make
         self.running: dict[str, _Running] = {}
 

@@ -10,18 +10,29 @@ from __future__ import annotations
 
 from torch import nn
 
+from convlens.errors import ConfigError
 from convlens.models.builder import build_cnn, feature_shapes
 from convlens.models.config import CNNConfig, ConvSpec
 from convlens.models.registry import get_config, list_models, register
 
 
-def build_model(arch: str | CNNConfig, **kwargs: object) -> nn.Module:
+def build_model(
+    arch: str | CNNConfig,
+    *,
+    in_channels: int = 1,
+    input_size: tuple[int, int] = (28, 28),
+    num_classes: int = 10,
+) -> nn.Module:
     """Build a registered architecture by name, or any :class:`CNNConfig`.
 
-    Keyword arguments (``in_channels``, ``input_size``, ``num_classes``) go to the
-    registered config function.
+    The keyword arguments go to the registered config function; a :class:`CNNConfig`
+    already holds them, so with one they must be left at their defaults.
     """
-    cfg = arch if isinstance(arch, CNNConfig) else get_config(arch, **kwargs)  # type: ignore[arg-type]
+    if isinstance(arch, CNNConfig):
+        if (in_channels, input_size, num_classes) != (1, (28, 28), 10):
+            raise ConfigError("build_model(CNNConfig(...)) takes no in_channels, input_size or num_classes; set them in the config")
+        return build_cnn(arch)
+    cfg = get_config(arch, in_channels=in_channels, input_size=input_size, num_classes=num_classes)
     return build_cnn(cfg)
 
 
