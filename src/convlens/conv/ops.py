@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -419,6 +419,28 @@ def _window_slices(
     return slice(r0, r0 + (ho - 1) * sh + 1, sh), slice(c0, c0 + (wo - 1) * sw + 1, sw)
 
 
+@overload
+def max_pool2d(
+    x: ArrayLike,
+    kernel_size: IntOrPair,
+    stride: IntOrPair | Sequence[int] | None = None,
+    padding: IntOrPair = 0,
+    dilation: IntOrPair = 1,
+    ceil_mode: bool = False,
+    return_indices: Literal[False] = False,
+) -> NDArray[Any]: ...
+@overload
+def max_pool2d(
+    x: ArrayLike,
+    kernel_size: IntOrPair,
+    stride: IntOrPair | Sequence[int] | None = None,
+    padding: IntOrPair = 0,
+    dilation: IntOrPair = 1,
+    ceil_mode: bool = False,
+    *,
+    return_indices: Literal[True],
+) -> tuple[NDArray[Any], NDArray[np.int64]]: ...
+@overload
 def max_pool2d(
     x: ArrayLike,
     kernel_size: IntOrPair,
@@ -427,7 +449,16 @@ def max_pool2d(
     dilation: IntOrPair = 1,
     ceil_mode: bool = False,
     return_indices: bool = False,
-) -> Any:
+) -> NDArray[Any] | tuple[NDArray[Any], NDArray[np.int64]]: ...
+def max_pool2d(
+    x: ArrayLike,
+    kernel_size: IntOrPair,
+    stride: IntOrPair | Sequence[int] | None = None,
+    padding: IntOrPair = 0,
+    dilation: IntOrPair = 1,
+    ceil_mode: bool = False,
+    return_indices: bool = False,
+) -> NDArray[Any] | tuple[NDArray[Any], NDArray[np.int64]]:
     """Max pooling with PyTorch's semantics (padding never wins; NaN propagates).
 
     ``stride`` defaults to ``kernel_size``. With ``return_indices`` also returns the
@@ -482,7 +513,9 @@ def max_pool2d(
     if unbatched:
         out = out[0]
         idx = None if idx is None else idx[0]
-    return (out, idx) if return_indices else out
+    if idx is None:
+        return out
+    return out, idx
 
 
 def avg_pool2d(
