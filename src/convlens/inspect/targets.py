@@ -38,36 +38,17 @@ class TargetPlan:
     function defines the score). Each round is explained with one backward pass (or one
     set of perturbed forward passes); the rows of a result are sample-major:
     row ``n * k + j`` explains sample ``n``, round ``j``.
+
+    >>> logits = torch.tensor([[0.0, 2.0, 1.0], [3.0, 1.0, 2.0]])
+    >>> plan = plan_targets("top2", logits)
+    >>> plan.classes.tolist(), plan.score(logits, 1).tolist()
+    ([[1, 2], [0, 2]], [1.0, 2.0])
     """
 
-    __slots__ = ("_classes", "_like", "fixed", "function", "n", "rounds")
-
-    def __init__(
-        self,
-        n: int,
-        like: Tensor,
-        *,
-        classes: Tensor | None = None,
-        fixed: int | None = None,
-        function: Callable[[Tensor], Tensor] | None = None,
-    ) -> None:
-        self.n = n
-        self._like = like  # the logits: where the classes live (read when first needed)
-        self._classes = classes
-        self.fixed = fixed
+    def __init__(self, classes: Tensor, function: Callable[[Tensor], Tensor] | None = None) -> None:
+        self.classes = classes
         self.function = function
-        self.rounds = 1 if classes is None else int(classes.shape[1])
-
-    @property
-    def device(self) -> torch.device:
-        return self._like.device
-
-    @property
-    def classes(self) -> Tensor:
-        if self._classes is None:
-            value = -1 if self.fixed is None else self.fixed
-            self._classes = torch.full((self.n, 1), value, dtype=torch.long, device=self.device)
-        return self._classes
+        self.n, self.rounds = int(classes.shape[0]), int(classes.shape[1])
 
     def score(self, logits: Tensor, j: int = 0, rows: Tensor | None = None) -> Tensor:
         """Scores ``(B,)`` of round ``j`` in ``logits`` ``(B, K)``.
@@ -77,47 +58,8 @@ class TargetPlan:
         """
         if self.function is not None:
             return call_target(self.function, logits)
-        if self.fixed is not None:
-            return logits[:, self.fixed]
         cls = self.classes[:, j] if rows is None else self.classes[rows, j]
         return logits.gather(1, cls.unsqueeze(1)).squeeze(1)
-
-
-    def seed(self, logits: Tensor, j: int = 0) -> tuple[Tensor, Tensor]:
-        """What to differentiate for round ``j``, as ``(tensor, weights)``: the gradient of
-        ``sum(weights * tensor)`` is the gradient of the summed target scores. For classes
-        that is the logits with a one-hot weight (cheaper to differentiate than indexing
-        and summing); for a function target, its scores with weight one."""
-        if self.function is not None:
-            scores = call_target(self.function, logits)
-            return scores, torch.ones_like(scores)
-        if self.fixed is not None:
-            return logits, _one_hot(logits, self.fixed)
-        weights = torch.zeros_like(logits)
-        weights.scatter_(1, self.classes[:, j : j + 1], 1.0)
-        return logits, weights
-
-
-# One-hot seeds for a fixed class, reused across calls (CPU only): making one costs three
-# tensor operations, a noticeable share of a small model's Grad-CAM. The autograd engine
-# only reads it; should anything change it in place (a custom autograd Function writing
-# into its incoming gradient), its version counter shows it and a fresh one is made.
-_ONE_HOT: dict[tuple[tuple[int, ...], int, torch.dtype], tuple[Tensor, int]] = {}
-
-
-def _one_hot(logits: Tensor, cls: int) -> Tensor:
-    key = (tuple(logits.shape), cls, logits.dtype)
-    if logits.is_cpu:
-        cached = _ONE_HOT.get(key)
-        if cached is not None and cached[0]._version == cached[1]:
-            return cached[0]
-    weights = torch.zeros_like(logits)
-    weights.select(1, cls).fill_(1)
-    if logits.is_cpu:
-        if len(_ONE_HOT) >= 64:
-            _ONE_HOT.clear()
-        _ONE_HOT[key] = (weights, weights._version)
-    return weights
 
 
 def call_target(function: Callable[[Tensor], Tensor], logits: Tensor) -> Tensor:
@@ -154,10 +96,8 @@ def parse_target(target: Target) -> Target:
 def plan_targets(target: Target, logits: Tensor) -> TargetPlan:
     """Resolve ``target`` (see the module docstring) against ``logits`` ``(N, K)``."""
     n = int(logits.shape[0])
-    if type(target) is int and logits.dim() == 2 and 0 <= target < logits.shape[1]:
-        return TargetPlan(n, logits, fixed=target)  # the common case, first
     if callable(target) and not isinstance(target, Tensor):
-        return TargetPlan(n, logits, function=target)
+        return TargetPlan(torch.full((n, 1), -1, dtype=torch.long, device=logits.device), function=target)
     if logits.dim() != 2:
         raise ConfigError(
             f"a class target needs logits of shape (batch, classes), the model returned shape "
@@ -166,18 +106,18 @@ def plan_targets(target: Target, logits: Tensor) -> TargetPlan:
     k = int(logits.shape[1])
     target = parse_target(target)
     if target is None:
-        return TargetPlan(n, logits, classes=logits.argmax(1, keepdim=True))
+        return TargetPlan(logits.argmax(1, keepdim=True))
     if isinstance(target, str):
         top = int(target.lstrip("top-"))
         if not 1 <= top <= k:
             raise ConfigError(f"{target!r} asks for {top} classes but the model has {k}; use top1..top{k}")
-        return TargetPlan(n, logits, classes=logits.topk(top, dim=1).indices)
+        return TargetPlan(logits.topk(top, dim=1).indices)
     if isinstance(target, bool):
         raise ConfigError(f"target must be a class index, 'pred', 'topK' or a function, got {target!r}")
     if isinstance(target, int):
         if not 0 <= target < k:
             raise ConfigError(f"target class {target} is out of range: the model has classes 0..{k - 1}")
-        return TargetPlan(n, logits, fixed=target)
+        return TargetPlan(torch.full((n, 1), target, dtype=torch.long, device=logits.device))
     try:
         cls = torch.as_tensor(target, dtype=torch.long, device=logits.device).reshape(-1)
     except (TypeError, ValueError, RuntimeError):
@@ -188,4 +128,4 @@ def plan_targets(target: Target, logits: Tensor) -> TargetPlan:
         raise ConfigError(f"{cls.numel()} target classes for a batch of {n}; give one per sample")
     if bool(((cls < 0) | (cls >= k)).any()):
         raise ConfigError(f"target classes must be in 0..{k - 1}, got {cls.tolist()}")
-    return TargetPlan(n, logits, classes=cls.unsqueeze(1))
+    return TargetPlan(cls.unsqueeze(1))
