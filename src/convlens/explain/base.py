@@ -1,12 +1,12 @@
 """The template every explanation method fills in, and the result it returns.
 
 One abstract base, :class:`Method`, does everything that is the same for all methods:
-it checks the input, puts the model in eval mode for the call (and restores every flag
-afterwards), runs **one forward pass** reading the layers it needs (through
-:func:`convlens.capture`), resolves the targets
-(:mod:`convlens.inspect.targets`), runs the backward passes the methods need (one per
-target round; a second, guided one only when guided backpropagation is asked for),
-upsamples, and packs an :class:`Explanation`. A method is a small override:
+the engine (:mod:`convlens.explain.engine`) checks the input, puts the model in eval mode
+for the call (and restores every flag afterwards), runs **one forward pass** reading the
+layers it needs (through :func:`convlens.capture`), resolves the targets
+(:mod:`convlens.inspect.targets`) and runs the backward passes the methods need (one per
+target round; a second, guided one only when guided backpropagation is asked for); the
+base upsamples and packs an :class:`Explanation`. A method is a small override:
 
 * a CAM method subclasses :class:`GradientCAM` and writes ``_cam(A, G)``, the map from the
   layer's activations ``A`` ``(N, K, h, w)`` and gradients ``G`` (Grad-CAM is two lines);
@@ -149,18 +149,16 @@ class Explanation:
 def normalise(maps: Tensor) -> Tensor:
     """Min-max scale each row of ``maps`` ``(R, H, W)`` to [0, 1]; all-equal rows become 0."""
     flat = maps.flatten(1)
-    lo = flat.amin(1, keepdim=True)  # amin and amax: ten times faster than aminmax(dim=1) on CPU
-    span = flat.amax(1, keepdim=True).sub_(lo).clamp_min_(torch.finfo(maps.dtype).tiny)
-    return flat.sub(lo).div_(span).view_as(maps)
+    lo = flat.amin(1, keepdim=True)
+    span = (flat.amax(1, keepdim=True) - lo).clamp_min(torch.finfo(maps.dtype).tiny)
+    return ((flat - lo) / span).view_as(maps)
 
 
 def upsample(maps: Tensor, size: tuple[int, int]) -> Tensor:
     """``(R, h, w)`` to ``(R, *size)``, bilinear with ``align_corners=False`` (a no-op at size)."""
     if tuple(maps.shape[-2:]) == tuple(size):
         return maps
-    # the maps as the channels of one image: the same values, and several times faster on
-    # CPU than as a batch of one-channel images
-    return F.interpolate(maps.unsqueeze(0), size=size, mode="bilinear", align_corners=False)[0]
+    return F.interpolate(maps.unsqueeze(1), size=size, mode="bilinear", align_corners=False)[:, 0]
 
 
 def baseline_like(value: float | Tensor, x: Tensor) -> Tensor:
