@@ -2,8 +2,10 @@
 datasets batched as tensors, user images, and cheap augmentation.
 
 >>> from convlens.data import load_dataset
->>> test = load_dataset("mnist", "test", data_dir="../shared/data/mnist-9k")  # doctest: +SKIP
->>> x, label = test.item(test.index_of(7))  # the first '7'            # doctest: +SKIP
+>>> test = load_dataset("mnist", "test")  # from CONVLENS_DATA_DIR (or data_dir=...)
+>>> x, label = test.item(test.index_of(7))  # the first '7'
+>>> tuple(x.shape), label
+((1, 1, 28, 28), 7)
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """Datasets held in memory as uint8 tensors and batched without per-sample Python work.
 
->>> train = load_dataset("mnist", "train", data_dir="../shared/data/mnist-9k")  # doctest: +SKIP
->>> for x, y in train.batches(64, shuffle=True, generator=torch.Generator().manual_seed(0)):
-...     ...  # x: (64, 1, 28, 28) float32, normalised; y: (64,) int64   # doctest: +SKIP
+>>> test = load_dataset("mnist", "test")  # from CONVLENS_DATA_DIR (or data_dir=...)
+>>> for x, y in test.batches(64, shuffle=True, generator=torch.Generator().manual_seed(0)):
+...     pass  # x: (64, 1, 28, 28) float32, normalised; y: (64,) int64
+>>> len(test), tuple(x.shape), x.dtype, y.dtype  # the last batch holds the rest
+(1500, (28, 1, 28, 28), torch.float32, torch.int64)
 """
 
 from __future__ import annotations

@@ -253,8 +253,12 @@ def topk_examples(
     as their region. The model runs in
     eval mode without gradients and is left as it was.
 
-    >>> report = topk_examples(model, dataset, "conv2", k=9)       # doctest: +SKIP
-    >>> report["conv2"].indices[7]   # the 9 digits filter 7 likes most  # doctest: +SKIP
+    >>> import torch
+    >>> from torch import nn
+    >>> model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 8, 3))
+    >>> report = topk_examples(model, torch.randn(30, 1, 9, 9), "2", k=5, progress=False)
+    >>> report["2"].indices[7].shape   # the 5 inputs channel 7 likes most
+    torch.Size([5])
     """
     k = positive_int("k", k)
     names = list(resolve_layers(model, layers))
