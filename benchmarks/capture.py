@@ -8,8 +8,8 @@ Variants, timed interleaved (one call of each, in rotating order, per repetition
 summarised by the median over many repetitions, so background load hits all alike:
 
 * ``plain``      ``model(x)``: the lower bound.
-* ``with``       ``with convlens.capture(model, layers) as cap: model(x)`` — hooks added and
-                 removed around every call, copies kept.
+* ``with``       ``with convlens.capture(model, layers) as cap: model(x)`` — forward hooks
+                 registered and removed around every call, copies kept.
 * ``streaming``  hooks added once (as the dataset passes do), per batch ``cap.clear();
                  model(x)``.
 * ``captum``     ``LayerActivation(model, [three modules]).attribute(x)``.
@@ -110,6 +110,7 @@ def bench(model: torch.nn.Module, x: torch.Tensor, layers: list[str], reps: int,
         result[f"cpu ratio {k}"] = statistics.median(
             c / max(p[1], 1e-9) for (_, c), p in zip(v, times["plain"], strict=True)
         )
+    result["over with"] = statistics.median(w - p[0] for (w, _), p in zip(times["with"], times["plain"], strict=True))
     result["ratio with/captum"] = statistics.median(
         w / c[0] for (w, _), c in zip(times["with"], times["captum"], strict=True)
     )
@@ -141,7 +142,7 @@ def main() -> None:
     ]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {allocator()}; median of interleaved repetitions")
     header = (f"{'model':<10} {'batch':>5}  {'plain':>9}  {'with':>13}  {'streaming':>13}  {'captum':>13}  "
-              "with/captum  faults")
+              "with/captum  with-plain  faults")
     print(header)
     print("-" * len(header))
     for name, model, shape, layers, reps, inner in configs:
@@ -156,9 +157,10 @@ def main() -> None:
         cpu = " ".join(f"{t['cpu ratio ' + k]:.3f}x" for k in ("with", "streaming", "captum"))
         print(
             f"{name:<10} {shape[0]:>5}  {p * 1e3:6.2f} ms  {cell('with')}  {cell('streaming')}  "
-            f"{cell('captum')}  {t['ratio with/captum']:5.3f}x     {faults}  [cpu {cpu}]"
+            f"{cell('captum')}  {t['ratio with/captum']:5.3f}x     {t['over with'] * 1e6:6.1f} µs  {faults}  [cpu {cpu}]"
         )
     print("cells: median ratio to plain (paired per repetition), then median milliseconds per call;\n"
+          "with-plain: median of the paired differences, what one capture block adds;\n"
           "faults: minor page faults per call (plain/with/streaming/captum);\n"
           "[cpu ...]: the same ratios in process CPU time (with, streaming, captum)")
 
