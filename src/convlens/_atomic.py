@@ -9,11 +9,13 @@ read or changed, so threads writing at the same time cannot disturb each other.
 
 >>> import tempfile
 >>> from pathlib import Path
->>> out = Path(tempfile.mkdtemp()) / "result"
+>>> parent = tempfile.TemporaryDirectory()
+>>> out = Path(parent.name) / "result"
 >>> with atomic_dir(out) as tmp:
 ...     _ = (tmp / "a.txt").write_text("a")
->>> sorted(p.name for p in out.iterdir())
-['a.txt']
+>>> sorted(p.name for p in Path(parent.name).iterdir())  # no partial directory beside it
+['result']
+>>> parent.cleanup()
 """
 
 from __future__ import annotations

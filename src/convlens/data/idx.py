@@ -12,10 +12,12 @@ bytes (1f 8b), whatever the file is called.
 Every problem with a file raises :class:`convlens.errors.IDXError` naming the file.
 
 >>> import numpy as np, tempfile, os
->>> path = os.path.join(tempfile.mkdtemp(), "x-idx3-ubyte.gz")
+>>> tmp = tempfile.TemporaryDirectory()
+>>> path = os.path.join(tmp.name, "x-idx3-ubyte.gz")
 >>> write_idx(path, np.arange(24, dtype=np.uint8).reshape(2, 3, 4))
 >>> read_idx(path).shape
 (2, 3, 4)
+>>> tmp.cleanup()
 """
 
 from __future__ import annotations

@@ -12,11 +12,13 @@ is bounded by one shard per layer (``shard_mb``).
 >>> import tempfile, torch
 >>> from torch import nn
 >>> from convlens.inspect.stats import channel_stats
->>> d = tempfile.mkdtemp() + "/acts"
+>>> tmp = tempfile.TemporaryDirectory()
+>>> d = tmp.name + "/acts"
 >>> model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())
 >>> _ = channel_stats(model, torch.randn(5, 1, 6, 6), ["0"], dump_to=d, progress=False)
 >>> read_activations(d, "0").shape
 torch.Size([5, 2, 4, 4])
+>>> tmp.cleanup()
 """
 
 from __future__ import annotations

@@ -12,10 +12,12 @@ Loading rebuilds the model from its config and the weights; nothing is unpickled
 >>> from convlens.models import build_model, get_config
 >>> data = DataSpec("mnist", "an example", tuple("0123456789"), (0.1307,), (0.3081,))
 >>> config = RunConfig(get_config("seed-cnn"), data, seed=0, train={}, versions=library_versions())
->>> path = save_run(tempfile.mkdtemp() + "/run", config, build_model("seed-cnn").state_dict(), {"epochs": []})
+>>> tmp = tempfile.TemporaryDirectory()
+>>> path = save_run(tmp.name + "/run", config, build_model("seed-cnn").state_dict(), {"epochs": []})
 >>> run = load_run(path)
 >>> run.input_shape, run.model(torch.zeros(1, *run.input_shape)).shape
 ((1, 28, 28), torch.Size([1, 10]))
+>>> tmp.cleanup()
 """
 
 from __future__ import annotations
