@@ -1,10 +1,10 @@
 """How one output value of a convolution is made, step by step.
 
 :func:`explain` takes an input, a kernel and the layer's hyperparameters and returns
-an :class:`Explanation` of output position ``(i, j)``: the window the kernel covers on
+a :class:`Trace` of output position ``(i, j)``: the window the kernel covers on
 the padded input, the element-wise products, their sum plus the bias, and the whole
 output map (from :func:`convlens.conv.conv2d`, so the two can be compared). The
-explanation is computed independently of :func:`~convlens.conv.conv2d`, by indexing
+trace is computed independently of :func:`~convlens.conv.conv2d`, by indexing
 the padded input at the kernel taps.
 
 >>> x = np.arange(16.0).reshape(4, 4)
@@ -28,11 +28,11 @@ from convlens.conv.arithmetic import IntOrPair, Pair, plan_conv
 from convlens.conv.ops import conv2d, pad2d
 from convlens.errors import ConfigError
 
-__all__ = ["Explanation", "explain", "parse_matrix", "to_float_image"]
+__all__ = ["Trace", "explain", "parse_kernel", "parse_matrix", "to_float_image"]
 
 
 @dataclass(frozen=True)
-class Explanation:
+class Trace:
     """Output value ``position`` of ``image`` ⋆ ``kernel``, taken apart.
 
     Arrays (``C`` input channels, ``kh×kw`` kernel):
@@ -45,7 +45,8 @@ class Explanation:
     * ``output`` Ho×Wo: the reference map from :func:`~convlens.conv.conv2d`.
 
     ``total`` (Σ products + bias) is the explained value; ``value`` is the reference
-    map's value at ``position``; the two agree to rounding error.
+    map's value at ``position``; the two agree to rounding error. (A trace of the
+    arithmetic, not to be confused with the heatmaps of :class:`convlens.explain.Explanation`.)
     """
 
     image: NDArray[np.float64]
@@ -67,7 +68,7 @@ class Explanation:
 
     @property
     def total(self) -> np.float64:
-        """Σ products + bias: the value this explanation computes."""
+        """Σ products + bias: the value this trace computes."""
         return np.float64(self.products.sum() + self.bias)
 
     @property
@@ -103,7 +104,7 @@ class Explanation:
     def output_shape(self) -> Pair:
         return (int(self.output.shape[0]), int(self.output.shape[1]))
 
-    def at(self, i: int, j: int) -> Explanation:
+    def at(self, i: int, j: int) -> Trace:
         """The same set-up explained at output position ``(i, j)``."""
         return _at(self, (i, j))
 
@@ -159,7 +160,7 @@ def explain(
     dilation: IntOrPair = 1,
     padding_mode: str = "zeros",
     flip: bool = False,
-) -> Explanation:
+) -> Trace:
     """Explain output ``position`` of the convolution of ``image`` with ``kernel``.
 
     ``image`` is H×W or C×H×W; ``kernel`` is kh×kw (for one channel) or C×kh×kw;
@@ -183,7 +184,7 @@ def explain(
     applied = k[:, ::-1, ::-1].copy() if flip else k.copy()
     output = conv2d(x[None], applied[None], [bias], stride, padding, dilation, padding_mode=padding_mode)[0, 0]
     padded = pad2d(x, plan.pad, padding_mode)
-    base = Explanation(
+    base = Trace(
         image=x, kernel=applied, bias=float(bias), stride=plan.stride, dilation=plan.dilation,
         pad=plan.pad, padding_mode=padding_mode, flip=flip, padded=padded, output=output,
         position=(0, 0), rows=np.zeros(0, np.int64), cols=np.zeros(0, np.int64),
@@ -195,7 +196,7 @@ def explain(
     return _at(base, position)
 
 
-def _at(e: Explanation, position: tuple[int, int]) -> Explanation:
+def _at(e: Trace, position: tuple[int, int]) -> Trace:
     ho, wo = e.output.shape
     try:
         i, j = (int(v) for v in position)
@@ -234,6 +235,23 @@ def parse_matrix(text: str) -> NDArray[np.float64]:
     return np.array(parsed, dtype=np.float64)
 
 
+def parse_kernel(text: str) -> tuple[str, NDArray[np.float64]]:
+    """``(name, kernel)`` for a classic kernel's name or a matrix written as rows
+    (see :func:`parse_matrix`); a matrix is named by its text.
+
+    >>> parse_kernel("sobel_x")[0]
+    'sobel_x'
+    >>> parse_kernel("1,0;0,-1")
+    ('kernel "1,0;0,-1"', array([[ 1.,  0.],
+           [ 0., -1.]]))
+    """
+    from convlens.conv.kernels import kernel
+
+    if any(ch in text for ch in ",;") or text.strip().lstrip("-").replace(".", "").isdigit():
+        return f'kernel "{text.strip()}"', parse_matrix(text)
+    return text, kernel(text)
+
+
 def to_float_image(image: ArrayLike) -> NDArray[np.float64]:
     """An image as float64 C×H×W: uint8 pixels are scaled to [0, 1], other numbers kept.
 
@@ -242,3 +260,7 @@ def to_float_image(image: ArrayLike) -> NDArray[np.float64]:
     x = np.asarray(image)
     scale = 255.0 if x.dtype == np.uint8 else 1.0
     return _as_chw(x.astype(np.float64) / scale)
+
+
+#: The old name of :class:`Trace`, kept while :mod:`convlens.conv` (``__init__``) still exports it.
+Explanation = Trace
