@@ -305,9 +305,11 @@ def test_devices_on_a_cpu_only_machine(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "fragment"),
     [
-        ({"steps": 0}, "steps must be at least 1"),
-        ({"epochs": 0}, "epochs must be at least 1"),
-        ({"batch_size": 0}, "batch_size must be at least 1"),
+        ({"steps": 0}, "steps must be a positive integer, got 0"),
+        ({"epochs": 0}, "epochs must be a positive integer, got 0"),
+        ({"batch_size": 0}, "batch_size must be a positive integer, got 0"),
+        ({"batch_size": 2.5}, "batch_size must be a positive integer, got 2.5"),
+        ({"eval_batch_size": 0}, "eval_batch_size must be a positive integer"),
         ({"lr": 0.0}, "lr must be positive"),
         ({"optimizer": "lion"}, "unknown optimizer 'lion'"),
         ({"schedule": "step"}, "unknown schedule 'step'"),

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import copy
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
-from convlens.errors import ConfigError
+from convlens.errors import ConfigError, positive_int
 
 Optimizer = Literal["adamw", "adam", "sgd"]
 Schedule = Literal["onecycle", "cosine", "constant"]
@@ -35,12 +36,12 @@ class TrainConfig:
     eval_batch_size: int = 1000
 
     def validate(self) -> None:
-        if self.steps is not None and self.steps < 1:
-            raise ConfigError(f"steps must be at least 1, got {self.steps}")
-        if self.steps is None and self.epochs < 1:
-            raise ConfigError(f"epochs must be at least 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.steps is not None:
+            positive_int("steps", self.steps)
+        else:
+            positive_int("epochs", self.epochs)
+        positive_int("batch_size", self.batch_size)
+        positive_int("eval_batch_size", self.eval_batch_size)
         if not self.lr > 0:
             raise ConfigError(f"lr must be positive, got {self.lr}")
         if self.optimizer not in ("adamw", "adam", "sgd"):
@@ -51,6 +52,24 @@ class TrainConfig:
             raise ConfigError("augment_shift and snapshot_every must be zero or positive")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+
+    def updated(self, **changes: object) -> TrainConfig:
+        """A checked copy with the given fields changed; ``None`` leaves a field as it is
+        (so unset command-line options keep the defaults).
+
+        >>> TrainConfig().updated(epochs=2, lr=None).epochs
+        2
+        """
+        names = {f.name for f in fields(self)}
+        unknown = sorted(set(changes) - names)
+        if unknown:
+            raise ConfigError(f"unknown training settings {unknown}; valid are {sorted(names)}")
+        out = copy.copy(self)
+        for name, value in changes.items():
+            if value is not None:
+                setattr(out, name, value)
+        out.validate()
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,18 +1,21 @@
 """The training loop: seeded, deterministic on CPU, checkpointed every epoch.
 
-Data stays in memory as uint8 tensors on the training device; each batch is
-gathered by one index tensor, augmented and normalised as a whole (no per-sample
-Python work). After every completed epoch the run directory is rewritten atomically,
+Data stays in memory as uint8 tensors; each epoch is one
+:meth:`ImageDataset.batches <convlens.data.ImageDataset.batches>` pass (one seeded
+permutation, each batch gathered by one index tensor, shifted and normalised on the
+training device as a whole: no per-sample Python work). After every completed epoch the run directory is rewritten atomically,
 so Ctrl-C leaves a valid run that holds the last completed epoch.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -34,8 +37,11 @@ from convlens.train.callbacks import Callback
 from convlens.train.config import TrainConfig
 from convlens.train.device import resolve_device
 
+if TYPE_CHECKING:
+    from convlens.data.dataset import ImageDataset
 
-def evaluate(model: nn.Module, dataset: Any, *, batch_size: int = 1000,
+
+def evaluate(model: nn.Module, dataset: ImageDataset, *, batch_size: int = 1000,
              device: torch.device | str = "cpu") -> tuple[float, float]:
     """Mean cross-entropy loss and accuracy of ``model`` on ``dataset``."""
     total_loss, correct, n = 0.0, 0, 0
@@ -77,7 +83,7 @@ def one_cycle(step: int, total: int, *, warmup: float = 0.25, start: float = 0.0
     return end + (1.0 - end) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
-def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, total: int) -> Any:
+def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, total: int) -> torch.optim.lr_scheduler.LRScheduler | None:
     if cfg.schedule == "onecycle":
         return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: one_cycle(s, total))
     if cfg.schedule == "cosine":
@@ -87,9 +93,9 @@ def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, total: int) -> Any:
 
 def train(
     model_config: CNNConfig,
-    train_data: Any,
-    test_data: Any,
-    out: str | Path,
+    train_data: ImageDataset,
+    test_data: ImageDataset,
+    out: str | os.PathLike[str],
     config: TrainConfig | None = None,
     *,
     device: str = "auto",
@@ -106,6 +112,7 @@ def train(
     """
     from convlens.data.transforms import random_shift
 
+    out = Path(out)
     cfg = config or TrainConfig()
     cfg.validate()
     ensure_replaceable(out)
@@ -118,18 +125,16 @@ def train(
     n = len(train_data)
     # incomplete last batches are dropped, so every step sees batch_size images
     # (a dataset smaller than one batch is one step of all of it)
-    steps_per_epoch = n // cfg.batch_size if n >= cfg.batch_size else 1
-    epoch_images = steps_per_epoch * cfg.batch_size if n >= cfg.batch_size else n
+    drop_last = n >= cfg.batch_size
+    steps_per_epoch = n // cfg.batch_size if drop_last else 1
+    epoch_images = steps_per_epoch * cfg.batch_size if drop_last else n
     total_steps = cfg.steps if cfg.steps is not None else cfg.epochs * steps_per_epoch
     opt = _optimizer(model, cfg)
     sched = _scheduler(opt, cfg, total_steps)
+    shift = cfg.augment_shift
 
-    images = train_data.images.to(dev)  # (N, C, H, W) uint8, stays uint8 until batched
-    labels = train_data.labels.to(dev)
-    # (x / 255 - mean) / std as one multiply and one subtract, in place on the batch
-    std = torch.tensor(train_data.std, dtype=torch.float32, device=dev).view(1, -1, 1, 1)
-    scale = 1.0 / (255.0 * std)
-    shift = torch.tensor(train_data.mean, dtype=torch.float32, device=dev).view(1, -1, 1, 1) / std
+    def augment(xb: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) uint8 on the device
+        return random_shift(xb, shift, gen)
 
     first = _first_conv(model)
     snapshots: dict[int, torch.Tensor] = {}
@@ -154,17 +159,10 @@ def train(
     try:
         while step < total_steps:
             epoch += 1
-            order = torch.randperm(n, generator=gen).to(dev)
             loss_sum, correct, seen, t0 = 0.0, 0, 0, time.perf_counter()
-            for b in range(steps_per_epoch):
-                if step >= total_steps:
-                    break
-                idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-                xb = images[idx]  # (B, C, H, W) uint8
-                if cfg.augment_shift:
-                    xb = random_shift(xb, cfg.augment_shift, gen)
-                x = xb.to(torch.float32).mul_(scale).sub_(shift)
-                y = labels[idx]
+            epoch_batches = train_data.batches(cfg.batch_size, shuffle=True, generator=gen, device=dev,
+                                               drop_last=drop_last, augment=augment if shift else None)
+            for x, y in itertools.islice(epoch_batches, total_steps - step):  # steps mode may end mid-epoch
                 logits = model(x)
                 loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
                 opt.zero_grad(set_to_none=True)
