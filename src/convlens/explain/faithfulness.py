@@ -25,10 +25,13 @@ of a pixel are removed or inserted together. Ties in relevance keep the pixel or
 from __future__ import annotations
 
 import copy
+import json
 import math
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +42,19 @@ from convlens.errors import ConfigError, positive_int
 from convlens.explain.base import baseline_like, normalise
 from convlens.explain.engine import forward_batches, prepare
 from convlens.inspect._state import eval_mode
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from convlens.data.dataset import ImageDataset
+    from convlens.inspect.targets import Target
+
+
+class HasModel(Protocol):
+    """A run or a model handle: anything with the ``nn.Module`` to explain as ``.model``."""
+
+    @property
+    def model(self) -> nn.Module: ...
 
 # --- building blocks ------------------------------------------------------------------------
 
@@ -259,11 +275,11 @@ def sanity_check(
     method: str = "gradcam",
     *,
     layer: str | Sequence[str] | None = None,
-    target: Any = None,
+    target: Target = None,
     cascade: bool = False,
     seed: int = 0,
     threshold: float = 0.5,
-    **options: Any,
+    **options: object,
 ) -> SanityCheck:
     """Compare the maps of ``model`` with those of a copy whose weights are re-initialised.
 
@@ -319,6 +335,18 @@ class MethodScores:
     sanity: SanityCheck | None = None
 
 
+class ScoreRow(TypedDict):
+    """One method's scores in :meth:`FaithfulnessReport.rows`."""
+
+    method: str
+    deletion_auc: float
+    insertion_auc: float
+    average_drop: float
+    increase_in_confidence: float
+    randomisation_correlation: float | None
+    flagged: bool | None
+
+
 @dataclass
 class FaithfulnessReport:
     """:func:`faithfulness` results: one :class:`MethodScores` per method."""
@@ -328,7 +356,7 @@ class FaithfulnessReport:
     steps: int
     fractions: Tensor = field(repr=False)
 
-    def rows(self) -> list[dict[str, Any]]:
+    def rows(self) -> list[ScoreRow]:
         """One dict per method, for tables: AUCs, Average Drop (%), Increase in Confidence
         (%), randomisation correlation and whether it is flagged."""
         return [
@@ -344,7 +372,7 @@ class FaithfulnessReport:
             for s in self.scores.values()
         ]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         """Everything as plain JSON-ready values: settings, rows, mean curves, sanity steps."""
         return {
             "n_images": self.n_images,
@@ -359,14 +387,32 @@ class FaithfulnessReport:
             ],
         }
 
-    def curves(self) -> dict[str, dict[str, Any]]:
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write :meth:`to_dict` as JSON to ``path`` atomically (a reader never sees half a
+        file) and return the path.
+
+        >>> import tempfile
+        >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(72, 3))
+        >>> report = faithfulness(net, torch.rand(2, 1, 8, 8), ["saliency"], n=2, steps=2, sanity_images=0)
+        >>> path = report.save(Path(tempfile.mkdtemp()) / "faithfulness-scores.json")
+        >>> json.loads(path.read_text())["methods"][0]["key"]
+        'saliency'
+        """
+        from convlens._atomic import write_text_atomic
+
+        dest = Path(path)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(dest, json.dumps(self.to_dict(), indent=2) + "\n")
+        return dest
+
+    def curves(self) -> dict[str, dict[str, np.ndarray]]:
         """``{title: {"fractions", "deletion", "insertion"}}`` as NumPy arrays (for figures)."""
         f = self.fractions.numpy()
         return {s.title: {"fractions": f, "deletion": s.deletion.numpy(), "insertion": s.insertion.numpy()}
                 for s in self.scores.values()}
 
 
-def _images(data: Any, n: int | None, seed: int) -> tuple[Tensor, Tensor | None, Tensor | None]:
+def _images(data: ImageDataset | Tensor, n: int | None, seed: int) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """(normalised images, labels or None, black pixel per channel or None) for up to ``n``
     images of ``data`` (an ImageDataset, or a tensor of normalised images), a seeded
     random sample if ``n`` is smaller than the data."""
@@ -396,20 +442,20 @@ def _sample(total: int, n: int | None, seed: int) -> Tensor:
 
 
 def faithfulness(
-    model: Any,
-    data: Any,
+    model: nn.Module | HasModel,
+    data: ImageDataset | Tensor,
     methods: str | Iterable[str] = ("gradcam",),
     *,
     n: int | None = 500,
     layer: str | Sequence[str] | None = None,
-    target: Any = None,
+    target: Target = None,
     steps: int = 32,
     baseline: float | Tensor | None = None,
     sanity_images: int = 32,
     seed: int = 0,
     batch_size: int = 64,
     progress: bool | None = None,
-    **options: Any,
+    **options: object,
 ) -> FaithfulnessReport:
     """Score explanation ``methods`` on ``n`` images of ``data`` (a seeded random sample).
 
@@ -463,7 +509,7 @@ def faithfulness(
         dc, ic = torch.cat(dele[name]), torch.cat(ins[name])
         sanity = None
         if sanity_images:
-            mine = {k: v for k, v in options.items() if k in method_options(classes[name])}
+            mine: dict[str, Any] = {k: v for k, v in options.items() if k in method_options(classes[name])}
             sanity = sanity_check(m, x_all[:sanity_images], name, layer=layer if classes[name].needs_layer else None,
                                   target=target, **mine)
         scores[name] = MethodScores(
