@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 from rich.console import Console
 
+from convlens import views
 from convlens.conv import explain, filter_map, kernel, output_size, parse_matrix
 from convlens.conv.ops import conv2d
 from convlens.errors import ConfigError
@@ -94,7 +95,7 @@ def test_gif_limits_frames_and_saves_a_sidecar(tmp_path) -> None:
 def test_panel_draws_every_map_at_its_true_size() -> None:
     img = _digit_like()
     settings = [{"stride": 1, "padding": 0}, {"stride": 2, "padding": 1}, {"dilation": 2, "padding": "same"}, {"stride": 3}]
-    fig = hyperparameter_panel(img, kernel("sobel_y"), settings, pixel=0.05)
+    fig = views.conv_panel(views.conv_kernel(img[None], kernel="sobel_y"), settings, pixel=0.05)
     for s, m, shape in zip(settings, fig.data["maps"], fig.data["shapes"], strict=True):
         np.testing.assert_array_equal(m, filter_map(img, kernel("sobel_y"), **s))
         assert shape == output_size(img.shape, 3, s.get("stride", 1), s.get("padding", 0), s.get("dilation", 1))
@@ -105,16 +106,33 @@ def test_panel_draws_every_map_at_its_true_size() -> None:
     np.testing.assert_allclose(np.array(drawn), 0.05 * np.array(expected), rtol=1e-9)
     assert "12×10" in fig.caption and "stride 2, pad 1 → 6×5" in fig.caption
     with pytest.raises(ConfigError, match="unknown keys"):
-        hyperparameter_panel(img, kernel("sobel_y"), [{"strides": 2}])
+        views.conv_panel(views.conv_kernel(img[None], kernel="sobel_y"), [{"strides": 2}])
+    # the drawing alone: maps given, nothing computed
+    maps = [np.zeros((4, 4)), np.ones((2, 2))]
+    drawn = hyperparameter_panel(img, maps, [{"stride": 1}, {"stride": 2}], kernel_size=(3, 3))
+    assert drawn.data["shapes"] == [(4, 4), (2, 2)] and "3×3 kernel" in drawn.caption
+    with pytest.raises(ConfigError, match="one map per setting"):
+        hyperparameter_panel(img, maps, [{"stride": 1}], kernel_size=(3, 3))
 
 
 def test_kernel_figure_maps_and_words() -> None:
     img = _digit_like()
     learned = np.random.default_rng(1).standard_normal((1, 5, 5))
-    fig = kernel_figure(img, [("sobel_x", kernel("sobel_x"), 0.0), ("conv1:0", learned, 0.5)])
-    np.testing.assert_allclose(fig.data["maps"][0], conv2d(img[None, None], kernel("sobel_x")[None, None], padding="same")[0, 0])
-    np.testing.assert_allclose(fig.data["maps"][1], conv2d(img[None, None], learned[None], [0.5], padding="same")[0, 0])
+    made = [("sobel_x", kernel("sobel_x"), conv2d(img[None, None], kernel("sobel_x")[None, None], padding="same")[0, 0]),
+            ("conv1:0", learned, conv2d(img[None, None], learned[None], [0.5], padding="same")[0, 0])]
+    fig = kernel_figure(img, made)
+    for (_, _, m), drawn in zip(made, fig.data["maps"], strict=True):
+        np.testing.assert_array_equal(drawn, m)
     assert "sobel_x (vertical edge" in fig.alt
+
+
+def test_conv_apply_computes_the_maps_it_draws() -> None:
+    img = _digit_like()
+    fig = views.conv_apply(views.ConvInput(img[None], "bar"), kernels=["sobel_x", "1,0;0,-1"], stride=2, padding=1)
+    np.testing.assert_allclose(fig.data["maps"][0],
+                               conv2d(img[None, None], kernel("sobel_x")[None, None], stride=2, padding=1)[0, 0])
+    np.testing.assert_allclose(fig.data["maps"][1], filter_map(img, parse_matrix("1,0;0,-1"), stride=2, padding=1))
+    assert fig.data["names"] == ["sobel_x", 'kernel "1,0;0,-1"'] and "stride 2, padding 1" in fig.caption
 
 
 def test_table_lists_every_product_and_the_sum() -> None:

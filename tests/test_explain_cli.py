@@ -100,11 +100,29 @@ def test_faithfulness_user_error(run_dir: Path, mnist_dir: Path, capsys: pytest.
     assert code == 1 and "one class per image" in err
 
 
-def test_cam_help_lists_every_registered_method(capsys: pytest.CaptureFixture[str]) -> None:
-    from convlens.explain import METHODS
+def test_cam_help_and_choices_come_from_the_registry(run_dir: Path, mnist_dir: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from convlens.explain import METHODS, registry
 
+    class TestCAM(METHODS["gradcam"]):  # type: ignore[misc,valid-type]  # a registry entry made at run time
+        name = "test-cam"
+        title = "Test-CAM"
+
+    monkeypatch.setitem(registry._REGISTRY, "test-cam", TestCAM)  # registered for this test only
     code, out, _ = _cli(capsys, "cam", "--help")
     assert code == 0
-    flat = " ".join(out.split()).replace("- ", "-")  # undo click's line wrapping
-    missing = [name for name in METHODS if name not in flat]
-    assert not missing, f"add {missing} to the --method help of `convlens cam`"
+    rows: dict[str, str] = {}
+    for line in out.split("Methods (for --method and --methods):")[1].splitlines():
+        if line[2:3].strip():  # a new row: "  name   Title: needs"
+            name, words = line.split(None, 1)
+            rows[name] = words
+        elif line.strip():  # click wrapped the row
+            rows[name] += " " + line.strip()
+    assert list(rows) == list(METHODS)  # every registered method, the new one last
+    assert rows["test-cam"] == "Test-CAM: a layer, gradients"
+    assert rows["scorecam"] == "Score-CAM: a layer, no gradients, perturbed inputs"
+    code, out, err = _cli(capsys, "cam", str(run_dir), "--digit", "7", "--method", "test-cam",
+                          "--data-dir", str(mnist_dir), "--out", str(tmp_path))
+    assert code == 0, err
+    assert (tmp_path / "cam-test-cam.png").exists() and "Test-CAM for class" in out

@@ -10,10 +10,8 @@ import torch
 
 from convlens.errors import ConfigError
 from convlens.explain import cam, explain
-from convlens.views import ChosenInput
+from convlens.views import ChosenInput, cam_view, compare_view
 from convlens.viz.explain import (
-    cam_view,
-    compare_view,
     comparison_figure,
     faithfulness_figure,
     overlay_figure,

@@ -20,10 +20,11 @@ from PIL import Image
 from _helpers import Recording, mnist_full, mnist_path, small_run
 from convlens import views
 from convlens.errors import ConfigError, LayerError
+from convlens.views import conv_weight
 from convlens.viz.curves import training_curve
 from convlens.viz.describe import fmt
 from convlens.viz.figure import Explained, save
-from convlens.viz.filters import conv_weight, filters_figure
+from convlens.viz.filters import filters_figure
 from convlens.viz.maps import maps_figure
 
 

@@ -16,11 +16,15 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from convlens._atomic import atomic_dir
 from convlens.errors import ConfigError
 from convlens.train.config import TrainConfig
+
+if TYPE_CHECKING:
+    from convlens.train.callbacks import Callback
+    from convlens.viz.figure import Explained
 
 MANIFEST = "manifest.json"
 
@@ -48,13 +52,15 @@ def run_demo(
     config: TrainConfig | None = None,
     digit: int = 7,
     layers: Sequence[str] = ("conv1", "conv2"),
-    callbacks: Sequence[Any] = (),
+    callbacks: Sequence[Callback] = (),
 ) -> DemoResult:
-    """Train ``seed-cnn`` on MNIST and write the run, figures and ``index.html`` into ``out``."""
+    """Train ``seed-cnn`` on MNIST and write the run, figures and ``index.html`` into ``out``.
+
+    Both splits are read once: the figures' input is the first ``digit`` of the test
+    split the model was evaluated on.
+    """
     from convlens import views
     from convlens.data import load_dataset
-    from convlens.models.registry import get_config
-    from convlens.train.loop import train
     from convlens.viz.curves import training_curve
     from convlens.viz.figure import save
     from convlens.viz.html import Entry, render_page
@@ -65,10 +71,10 @@ def run_demo(
     test_data = load_dataset("mnist", "test", data_dir=data_dir)
     cfg = config or TrainConfig()
     with atomic_dir(out) as tmp:
-        run = train(get_config("seed-cnn"), train_data, test_data, tmp / "run", cfg, device=device,
-                    callbacks=callbacks)
-        chosen = views.choose_input(run, digit=digit, data_dir=data_dir)
-        figs: list[tuple[str, str, Any]] = []
+        run = views.train_run(tmp / "run", arch="seed-cnn", dataset="mnist", config=cfg, device=device,
+                              callbacks=callbacks, data=(train_data, test_data))
+        chosen = views.choose_input(run, digit=digit, data=test_data)
+        figs: list[tuple[str, str, Explained]] = []
         for layer in layers:
             figs.append((f"filters-{layer}", f"Figure 1: the learned filters of {layer}", views.filters(run, layer)))
         for layer in layers:

@@ -1,29 +1,60 @@
-"""Ready-made views of a run: the figures of the tutorial and the demo that makes them.
+"""Ready-made views of a run: compute with the library, then draw with :mod:`convlens.viz`.
 
-These functions are what the command line, the report and the web app call; they
-choose inputs, read the model through :mod:`convlens.inspect`, and hand numbers to
-:mod:`convlens.viz`. Each figure comes back as an :class:`~convlens.viz.Explained`.
+These functions are what the command line, the report and the web app call. They
+choose inputs, read the model through :mod:`convlens.inspect` and :mod:`convlens.explain`
+(or the NumPy convolution of :mod:`convlens.conv`), and hand plain arrays and numbers to
+:mod:`convlens.viz`, which never reads a model itself. Each figure comes back as an
+:class:`~convlens.viz.Explained`.
 
 >>> run = convlens.load_run("convlens-demo/run")                      # doctest: +SKIP
 >>> fig1 = filters(run, "conv1")                                     # doctest: +SKIP
 >>> fig2 = maps(run, choose_input(run, digit=7), "conv1", stage="relu")  # doctest: +SKIP
->>> convlens.viz.save(fig2, "figures", "maps-conv1")                   # doctest: +SKIP
+>>> convlens.viz.save(fig2, "figures", "maps-conv2")                   # doctest: +SKIP
+
+The convolution views need no model:
+
+>>> x = conv_input(matrix="1,2,3;4,5,6;7,8,9")
+>>> k = conv_kernel(x, kernel="1,0;0,-1", padding=1)
+>>> float(k.trace((0, 0)).total)
+-1.0
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Literal, TypedDict, cast
 
-import torch
-from torch import nn
+import numpy as np
+from numpy.typing import NDArray
 
-from convlens.errors import ConfigError
-from convlens.models.handle import ModelHandle
-from convlens.models.run import Run
-from convlens.viz.figure import Explained
+from convlens.errors import ConfigError, DataError, LayerError, unknown_name
+
+if TYPE_CHECKING:  # the heavy layers are imported where they are used
+    import torch
+    from torch import nn
+
+    from convlens.conv.arithmetic import IntOrPair
+    from convlens.conv.explain import Trace
+    from convlens.data.dataset import ImageDataset
+    from convlens.explain import Target
+    from convlens.explain.faithfulness import FaithfulnessReport
+    from convlens.inspect.feature_maps import Stage
+    from convlens.models.handle import ModelHandle
+    from convlens.models.run import Run
+    from convlens.train.callbacks import Callback
+    from convlens.train.config import TrainConfig
+    from convlens.viz.figure import Explained
+    from convlens.viz.palettes import PaletteName
+
+    Source = Run | ModelHandle | nn.Module
+
+Split = Literal["test", "train"]
+
+
+# --- inputs -------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -37,6 +68,33 @@ class ChosenInput:
     true_class: int | None = None
 
 
+def _handle(source: Run | ModelHandle) -> ModelHandle:
+    from convlens.models.handle import ModelHandle
+
+    return source if isinstance(source, ModelHandle) else ModelHandle.from_run(source)
+
+
+def _pick(ds: ImageDataset, digit: int | str | None, index: int | None, nth: int) -> int:
+    """The index of the ``nth`` example of class ``digit``, or ``index``, in ``ds``."""
+    if digit is not None:
+        return ds.index_of(digit, nth)
+    if index is None:
+        raise ConfigError("choose an input: --digit D or --index N")
+    return index
+
+
+def _split_of(spec_name: str, split: str, data: ImageDataset | None,
+              data_dir: str | os.PathLike[str] | None) -> ImageDataset:
+    """``data`` if it is that split of that dataset, else the split loaded from disk."""
+    if data is not None:
+        if data.name != spec_name or data.split != split:
+            raise ConfigError(f"the data given is {data.name} {data.split}, not {spec_name} {split}")
+        return data
+    from convlens.data import load_dataset
+
+    return load_dataset(spec_name, split, data_dir=data_dir)
+
+
 def choose_input(
     source: Run | ModelHandle,
     *,
@@ -44,16 +102,20 @@ def choose_input(
     index: int | None = None,
     image: str | os.PathLike[str] | None = None,
     nth: int = 0,
-    split: str = "test",
+    split: Split = "test",
     data_dir: str | os.PathLike[str] | None = None,
+    data: ImageDataset | None = None,
 ) -> ChosenInput:
     """Pick exactly one of: the ``nth`` example of class ``digit``, example ``index``
     of ``split`` of the model's dataset, or an ``image`` file (fitted to the model's
-    input size and normalised like the training data)."""
+    input size and normalised like the training data).
+
+    ``data``, if given, is that split already in memory (nothing is read from disk).
+    """
     given = [k for k, v in (("digit", digit), ("index", index), ("image", image)) if v is not None]
     if len(given) != 1:
         raise ConfigError("choose exactly one input: --digit D, --index N or --image FILE")
-    handle = source if isinstance(source, ModelHandle) else ModelHandle.from_run(source)
+    handle = _handle(source)
     spec = handle.data
     from convlens.data import load_dataset, load_image, normalise
 
@@ -65,40 +127,72 @@ def choose_input(
             ref = load_dataset(spec.name, "train", data_dir=data_dir)
             mean, std = ref.mean, ref.std
         return ChosenInput(normalise(pixels, mean, std), pixels[0], f"image {Path(image).name}")
-    ds = load_dataset(spec.name, split, data_dir=data_dir)
-    if spec.mean:
-        ds.mean, ds.std = spec.mean, spec.std  # normalise exactly as in training
-    i = ds.index_of(digit, nth) if digit is not None else int(index)  # type: ignore[arg-type]
-    x, y = ds.item(i)
+    ds = _split_of(spec.name, split, data, data_dir)
+    i = _pick(ds, digit, index, nth)
+    _, y = ds.item(i)  # checks the index
+    mean, std = (spec.mean, spec.std) if spec.mean else (ds.mean, ds.std)  # normalised exactly as in training
+    x = normalise(ds.images[i:i + 1], mean, std)
     return ChosenInput(x, ds.images[i], f"{split} {ds.label_kind} {ds.classes[y]} (index {i})", i, y)
 
 
-def _model(source: Run | ModelHandle | nn.Module) -> nn.Module:
+def _model(source: Source) -> nn.Module:
+    from torch import nn
+
     return source if isinstance(source, nn.Module) else source.model
 
 
-def filters(model: Run | ModelHandle | nn.Module, layer: str = "conv1", **kwargs: Any) -> Explained:
+def _on_model_device(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    import torch
+
+    return x.to(next(model.parameters(), torch.empty(0)).device)
+
+
+# --- Figures 1 and 2 ----------------------------------------------------------------------------
+
+
+def conv_weight(model: nn.Module, layer: str) -> NDArray[np.float64]:
+    """The weight (out, in/groups, kh, kw) of the conv layer ``layer`` as float64."""
+    import torch
+    from torch import nn
+
+    from convlens.viz.describe import listing
+
+    modules = dict(model.named_modules())
+    convs = [n for n, m in modules.items() if isinstance(m, nn.Conv2d)]
+    if layer not in modules:
+        raise LayerError(unknown_name("layer", layer, convs or list(modules)))
+    module = modules[layer]
+    if not isinstance(module, nn.Conv2d):
+        raise LayerError(
+            f"layer {layer!r} is a {type(module).__name__}, not a Conv2d; conv layers are {listing(convs)}"
+        )
+    return module.weight.detach().to("cpu", torch.float64).numpy()
+
+
+def filters(model: Source, layer: str = "conv1", *, scale: Literal["shared", "per-filter"] = "shared",
+            palette: PaletteName = "default", rgb: bool | None = None, max_filters: int | None = None) -> Explained:
     """Figure 1: the filters of conv layer ``layer`` (see :func:`convlens.viz.filters.filters_figure`)."""
-    from convlens.viz.filters import conv_weight, filters_figure
+    from convlens.viz.filters import filters_figure
 
-    return filters_figure(conv_weight(_model(model), layer), layer, **kwargs)
+    return filters_figure(conv_weight(_model(model), layer), layer, scale=scale, palette=palette, rgb=rgb,
+                          max_filters=max_filters)
 
 
-def maps(model: Run | ModelHandle | nn.Module, chosen: ChosenInput, layer: str = "conv1", *,
-         stage: str = "conv", **kwargs: Any) -> Explained:
+def maps(model: Source, chosen: ChosenInput, layer: str = "conv1", *, stage: Stage = "conv",
+         sort: bool = False, scale: Literal["shared", "per-map"] = "shared",
+         palette: PaletteName = "default") -> Explained:
     """Figure 2: ``chosen`` beside the feature maps of ``layer`` at ``stage``."""
     from convlens.inspect.feature_maps import feature_maps
     from convlens.viz.maps import maps_figure
 
     m = _model(model)
-    device = next(m.parameters(), torch.empty(0)).device
-    fm = feature_maps(m, chosen.x.to(device), layer, stage)
+    fm = feature_maps(m, _on_model_device(m, chosen.x), layer, stage)
     stage_name = stage if not fm.computed else f"{stage} (computed by convlens on {layer}'s output)"
     return maps_figure(chosen.pixels.numpy(), fm.maps[0].cpu().numpy(), layer, stage=stage_name,
-                       input_label=chosen.label, **kwargs)
+                       input_label=chosen.label, sort=sort, scale=scale, palette=palette)
 
 
-def evolution(run: Run, **kwargs: Any) -> Explained:
+def evolution(run: Run, *, filters: int = 8, palette: PaletteName = "default") -> Explained:
     """How the first layer's filters changed during training (from the run's snapshots)."""
     from convlens.viz.filters import filter_evolution_figure
 
@@ -109,4 +203,406 @@ def evolution(run: Run, **kwargs: Any) -> Explained:
         steps = sorted(snaps)
         keep = sorted({steps[round(i * (len(steps) - 1) / 7)] for i in range(8)})
         snaps = {s: snaps[s] for s in keep}
-    return filter_evolution_figure({s: w.numpy() for s, w in snaps.items()}, run.snapshot_layer, **kwargs)
+    return filter_evolution_figure({s: w.numpy() for s, w in snaps.items()}, run.snapshot_layer,
+                                   filters=filters, palette=palette)
+
+
+# --- heatmaps for one input ---------------------------------------------------------------------
+
+
+def _class_label(cls: int, names: Sequence[str] | None) -> str:
+    if cls < 0:
+        return "the target function"
+    return f"class {names[cls]}" if names is not None and cls < len(names) else f"class {cls}"
+
+
+def _class_names(model: Source, class_names: Sequence[str] | None) -> Sequence[str] | None:
+    if class_names is not None:
+        return class_names
+    data = getattr(model, "data", None) or getattr(getattr(model, "config", None), "data", None)
+    return tuple(data.classes) if data is not None and data.classes else None
+
+
+def cam_view(
+    model: Source,
+    chosen: ChosenInput,
+    *,
+    method: str = "gradcam",
+    layer: str | Sequence[str] | None = None,
+    target: Target = None,
+    palette: PaletteName = "default",
+    alpha: float = 0.5,
+    class_names: Sequence[str] | None = None,
+    batch_size: int | None = None,
+    **options: object,
+) -> Explained:
+    """Explain one chosen input (:func:`choose_input`) with one method and draw the
+    overlay. ``model`` is a run, a handle or an ``nn.Module``; ``class_names`` default to
+    the run's. A ``"topK"`` target draws the comparison of the K classes instead.
+    ``batch_size`` (perturbation methods) and ``options`` go to the method."""
+    from convlens.explain import cam
+    from convlens.viz.explain import comparison_figure, overlay_figure
+
+    m = _model(model)
+    names = _class_names(model, class_names)
+    if batch_size is not None:
+        options["batch_size"] = batch_size
+    result = cam(m, _on_model_device(m, chosen.x), method=method, layer=layer, target=target, **options)
+    pixels = chosen.pixels.numpy()
+    heats = result.normalised.detach().cpu().numpy()
+    probs = result.probabilities[0].detach().cpu().numpy()
+    layer_name = ", ".join(result.layers) or None
+    if len(result) > 1:
+        panels = [(_class_label(int(c), names) + f" (p = {probs[int(c)]:.2f})", heats[i])
+                  for i, c in enumerate(result.target.tolist())]
+        return comparison_figure(pixels, panels, target=f"the top {len(result)} classes ({result.title})",
+                                 probabilities=probs, class_names=names, layer=layer_name,
+                                 input_label=chosen.label, palette=palette, alpha=alpha)
+    cls = int(result.target[0])
+    p = float(result.target_probability[0])
+    return overlay_figure(pixels, heats[0], method=result.title, target=_class_label(cls, names),
+                          probability=p, layer=layer_name, input_label=chosen.label, palette=palette, alpha=alpha)
+
+
+def compare_view(
+    model: Source,
+    chosen: ChosenInput,
+    *,
+    methods: str | Sequence[str] = "all",
+    layer: str | Sequence[str] | None = None,
+    target: Target = None,
+    palette: PaletteName = "default",
+    alpha: float = 0.5,
+    class_names: Sequence[str] | None = None,
+    batch_size: int | None = None,
+    **options: object,
+) -> Explained:
+    """Explain one chosen input with several methods (one shared forward pass) and draw
+    them side by side with the predicted probabilities. ``batch_size`` (perturbation
+    methods) and ``options`` go to the methods that take them."""
+    from convlens.explain import explain
+    from convlens.viz.explain import comparison_figure
+
+    m = _model(model)
+    names = _class_names(model, class_names)
+    if batch_size is not None:
+        options["batch_size"] = batch_size
+    results = explain(m, _on_model_device(m, chosen.x), methods, layer=layer, target=target, **options)
+    first = next(iter(results.values()))
+    if len(first) != 1:
+        raise ConfigError("a method comparison explains one target: use --target pred or a class, not topK")
+    panels = [(r.title, r.normalised[0].detach().cpu().numpy()) for r in results.values()]
+    cls = int(first.target[0])
+    layers = sorted({name for r in results.values() for name in r.layers})
+    return comparison_figure(
+        chosen.pixels.numpy(), panels, target=_class_label(cls, names),
+        probabilities=first.probabilities[0].detach().cpu().numpy(), class_names=names,
+        layer=", ".join(layers) or None, input_label=chosen.label, palette=palette, alpha=alpha,
+    )
+
+
+@dataclass
+class FaithfulnessView:
+    """A :class:`~convlens.explain.FaithfulnessReport`, its split, and its curves drawn."""
+
+    report: FaithfulnessReport
+    split: str
+    dataset: str
+    figure: Explained
+
+
+def faithfulness(
+    source: Run | ModelHandle,
+    methods: str | Sequence[str] = ("gradcam",),
+    *,
+    n: int = 500,
+    layer: str | Sequence[str] | None = None,
+    target: Target = None,
+    steps: int = 32,
+    sanity_images: int = 32,
+    split: Split = "test",
+    seed: int = 0,
+    batch_size: int = 64,
+    data_dir: str | os.PathLike[str] | None = None,
+    data: ImageDataset | None = None,
+    palette: PaletteName = "default",
+) -> FaithfulnessView:
+    """Score ``methods`` on ``n`` images of ``split`` of the model's dataset
+    (:func:`convlens.explain.faithfulness`) and draw the mean deletion and insertion curves."""
+    from convlens.explain import faithfulness as score
+    from convlens.viz.explain import faithfulness_figure
+
+    handle = _handle(source)
+    ds = _split_of(handle.data.name, split, data, data_dir)
+    names: str | list[str] = methods if isinstance(methods, str) else list(methods)
+    report = score(handle.model, ds, names, n=n, layer=layer, target=target, steps=steps,
+                   sanity_images=sanity_images, seed=seed, batch_size=batch_size, progress=None)
+    fig = faithfulness_figure(report.curves(), n_images=report.n_images, palette=palette)
+    return FaithfulnessView(report, split, handle.data.name, fig)
+
+
+# --- the convolution itself ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConvInput:
+    """An input for the NumPy convolution: ``x`` float64 C×H×W and the words for it."""
+
+    x: NDArray[np.float64]
+    label: str
+
+
+def conv_input(
+    source: ModelHandle | None = None,
+    *,
+    digit: int | str | None = None,
+    index: int | None = None,
+    image: str | os.PathLike[str] | None = None,
+    matrix: str | None = None,
+    nth: int = 0,
+    split: Split = "test",
+    dataset: str = "mnist",
+    data_dir: str | os.PathLike[str] | None = None,
+    normalised: bool = False,
+) -> ConvInput:
+    """Exactly one of: a small ``matrix`` written as rows (``"1,2;3,4"``), an ``image`` file,
+    or example ``digit``/``index`` of ``split`` of ``source``'s dataset (else ``dataset``).
+
+    Pixels are scaled to [0, 1]; with ``normalised`` (a learned filter will look at them)
+    they are fitted and normalised as the model ``source`` was trained on instead.
+
+    >>> conv_input(matrix="1,2;3,4").x.shape
+    (1, 2, 2)
+    """
+    from convlens.conv.explain import parse_matrix, to_float_image
+
+    given = [k for k, v in (("--digit", digit), ("--index", index), ("--image", image), ("--matrix", matrix))
+             if v is not None]
+    if len(given) != 1:
+        raise ConfigError("choose exactly one input: --digit D, --index N, --image FILE or --matrix ROWS")
+    if matrix is not None:
+        return ConvInput(parse_matrix(matrix)[None], f'input "{matrix.strip()}"')
+    if source is not None and normalised:
+        chosen = choose_input(source, digit=digit, index=index, image=image, nth=nth, split=split, data_dir=data_dir)
+        return ConvInput(chosen.x[0].double().numpy(), f"{chosen.label} (normalised as in training)")
+    if image is not None:
+        from convlens.data import load_image
+
+        return ConvInput(to_float_image(load_image(image).numpy()), f"image {Path(image).name}")
+    from convlens.data import load_dataset
+
+    ds = load_dataset(source.data.name if source is not None else dataset, split, data_dir=data_dir)
+    i = _pick(ds, digit, index, nth)
+    if not 0 <= i < len(ds):
+        raise DataError(f"--index {i}: the {split} split has examples 0..{len(ds) - 1}")
+    label = f"{split} {ds.label_kind} {ds.classes[int(ds.labels[i])]} (index {i})"
+    return ConvInput(to_float_image(ds.images[i].numpy()), label)
+
+
+class ConvParams(TypedDict, total=False):
+    """The geometry of one convolution, as :func:`convlens.conv.conv2d` takes it."""
+
+    stride: IntOrPair
+    padding: IntOrPair | str
+    dilation: IntOrPair
+    padding_mode: str
+
+
+_SETTING_KEYS = frozenset(ConvParams.__annotations__)
+
+
+def conv_params(setting: Mapping[str, object]) -> ConvParams:
+    """``setting`` (e.g. :func:`convlens.conv.parse_params`'s output) as :class:`ConvParams`,
+    refused if it holds anything but stride, padding, dilation and padding_mode.
+
+    >>> conv_params({"stride": 2, "padding": "same"})
+    {'stride': 2, 'padding': 'same'}
+    """
+    unknown = set(setting) - _SETTING_KEYS
+    if unknown:
+        raise ConfigError(f"setting {dict(setting)}: unknown keys {sorted(unknown)}; only stride (s), padding (p), "
+                          "dilation (d) and padding_mode (mode) apply here")
+    return cast(ConvParams, dict(setting))  # the keys are checked; conv2d checks the values
+
+
+@dataclass(frozen=True)
+class ConvKernel:
+    """A kernel ready for the NumPy convolution.
+
+    ``weight`` is kh×kw (a classic kernel or a matrix) or C×kh×kw (a learned filter, or a
+    classic kernel spread over the C input channels); ``params`` are the stride, padding,
+    dilation and padding mode (the layer's for a learned filter, then the options');
+    ``x`` is what the kernel looks at: the input itself, or what the filter's layer
+    receives from the model when it runs on the input.
+    """
+
+    name: str
+    weight: NDArray[np.float64]
+    bias: float
+    x: NDArray[np.float64]
+    params: ConvParams = field(default_factory=lambda: ConvParams())
+
+    def trace(self, position: tuple[int, int] | None = None, *, bias: float | None = None,
+              flip: bool = False) -> Trace:
+        """How output ``position`` (default: the strongest response) is made
+        (:func:`convlens.conv.explain.explain`)."""
+        from convlens.conv.explain import explain
+
+        return explain(self.x, self.weight, position, bias=self.bias if bias is None else bias, flip=flip,
+                       **self.params)
+
+
+def _geometry(stride: IntOrPair | None, padding: IntOrPair | str | None, dilation: IntOrPair | None,
+              padding_mode: str | None) -> ConvParams:
+    given = {"stride": stride, "padding": padding, "dilation": dilation, "padding_mode": padding_mode}
+    return conv_params({k: v for k, v in given.items() if v is not None})
+
+
+def conv_kernel(
+    x: ConvInput | NDArray[np.float64],
+    source: ModelHandle | None = None,
+    *,
+    kernel: str | None = None,
+    filter: str | None = None,
+    stride: IntOrPair | None = None,
+    padding: IntOrPair | str | None = None,
+    dilation: IntOrPair | None = None,
+    padding_mode: str | None = None,
+) -> ConvKernel:
+    """One kernel: a classic ``kernel`` by name or a matrix (``"1,0;0,-1"``), or the learned
+    ``filter`` ``"layer:channel"`` of ``source``; given stride, padding, dilation and
+    padding mode override the filter's layer's (defaults: PyTorch's)."""
+    from convlens.conv.explain import parse_kernel
+
+    image = x.x if isinstance(x, ConvInput) else np.asarray(x, dtype=np.float64)
+    if (kernel is None) == (filter is None):
+        raise ConfigError("choose one kernel: --kernel NAME|ROWS (e.g. sobel_x) or --filter LAYER:CHANNEL with a RUN")
+    params: ConvParams = {}
+    if filter is not None:
+        if source is None:
+            raise ConfigError("--filter needs a model: give a run directory (RUN) or --model")
+        from convlens.inspect.receptive import conv_filter, layer_input
+
+        f = conv_filter(source.model, filter)
+        params = ConvParams(stride=f.stride, padding=f.padding, dilation=f.dilation, padding_mode=f.padding_mode)
+        seen = layer_input(source.model, f.layer, image)
+        weight, bias, name = np.asarray(f.weight, dtype=np.float64), f.bias, f.label
+    else:
+        name, weight = parse_kernel(str(kernel))
+        bias, seen = 0.0, image
+        if image.shape[0] > 1:  # a classic kernel on several channels: the mean of its responses
+            weight = np.broadcast_to(weight / image.shape[0], (image.shape[0], *weight.shape)).copy()
+    params.update(_geometry(stride, padding, dilation, padding_mode))
+    return ConvKernel(name, weight, float(bias), seen, params)
+
+
+#: The six settings :func:`conv_panel` shows by default.
+DEFAULT_SETTINGS: tuple[ConvParams, ...] = (
+    ConvParams(stride=1, padding=0, dilation=1),
+    ConvParams(stride=1, padding="same", dilation=1),
+    ConvParams(stride=2, padding=0, dilation=1),
+    ConvParams(stride=2, padding=1, dilation=1),
+    ConvParams(stride=1, padding=0, dilation=2),
+    ConvParams(stride=3, padding=2, dilation=2),
+)
+
+
+def conv_panel(k: ConvKernel, settings: Sequence[Mapping[str, object]] | None = None, *,
+               palette: PaletteName = "default", label: str = "", pixel: float = 0.07) -> Explained:
+    """The map kernel ``k`` makes from its input under each of ``settings`` (stride,
+    padding, dilation, padding_mode; default :data:`DEFAULT_SETTINGS`), drawn side by
+    side at their true sizes (:func:`convlens.viz.conv.hyperparameter_panel`)."""
+    from convlens.conv.kernels import filter_map
+    from convlens.viz.conv import hyperparameter_panel
+
+    chosen = list(DEFAULT_SETTINGS) if settings is None else [conv_params(s) for s in settings]
+    if not chosen:
+        raise ConfigError("the panel needs at least one setting")
+    made = [filter_map(k.x, k.weight, k.bias, **s) for s in chosen]
+    return hyperparameter_panel(k.x, made, chosen, kernel_size=k.weight.shape[-2:], palette=palette,
+                                label=label, pixel=pixel)
+
+
+def conv_apply(
+    x: ConvInput,
+    source: ModelHandle | None = None,
+    *,
+    kernels: Sequence[str] = (),
+    filters: Sequence[str] = (),
+    stride: IntOrPair | None = None,
+    padding: IntOrPair | str | None = "same",
+    dilation: IntOrPair | None = None,
+    padding_mode: str | None = None,
+    flip: bool = False,
+    palette: PaletteName = "default",
+) -> Explained:
+    """Classic ``kernels`` (names or matrices) and learned ``filters`` (``"layer:channel"``
+    of a layer that reads the image) of ``source`` applied to ``x``, side by side."""
+    from convlens.conv.kernels import filter_map
+    from convlens.viz.conv import kernel_figure
+
+    if not kernels and not filters:
+        raise ConfigError("give at least one --kernel NAME (see --list) or --filter LAYER:CHANNEL")
+    if filters and source is None:
+        raise ConfigError("--filter needs a model: give a run directory (RUN) or --model")
+    from convlens.conv.explain import parse_kernel
+
+    entries: list[tuple[str, NDArray[np.float64], float]] = [(*parse_kernel(t), 0.0) for t in kernels]
+    if filters:
+        from convlens.inspect.receptive import conv_filter
+
+        assert source is not None  # for mypy: checked above
+        for spec in filters:
+            f = conv_filter(source.model, spec)
+            if f.weight.shape[0] != x.x.shape[0]:
+                raise ConfigError(
+                    f"{spec}: {f.layer} reads {f.weight.shape[0]} channels, not the image; "
+                    f"use `convlens conv explain --filter {spec}` or `convlens maps` for deeper layers"
+                )
+            entries.append((f.label, np.asarray(f.weight, dtype=np.float64), f.bias))
+    params = _geometry(stride, padding if padding is not None else "same", dilation, padding_mode)
+    made = [(name, w, filter_map(x.x, w, b, flip=flip, **params)) for name, w, b in entries]
+    return kernel_figure(x.x, made, stride=params.get("stride", 1), padding=params["padding"],
+                         dilation=params.get("dilation", 1), palette=palette, label=x.label)
+
+
+# --- training -----------------------------------------------------------------------------------
+
+
+def default_run_dir(arch: str = "seed-cnn", dataset: str = "mnist", seed: int = 0) -> Path:
+    """Where ``convlens train`` writes a run unless told: ``runs/<arch>-<dataset>-seed<seed>``."""
+    return Path("runs") / f"{arch}-{dataset}-seed{seed}"
+
+
+def train_run(
+    out: str | os.PathLike[str],
+    *,
+    arch: str = "seed-cnn",
+    dataset: str = "mnist",
+    data_dir: str | os.PathLike[str] | None = None,
+    config: TrainConfig | None = None,
+    device: str = "auto",
+    callbacks: Sequence[Callback] = (),
+    data: tuple[ImageDataset, ImageDataset] | None = None,
+) -> Run:
+    """Train ``arch`` (sized for the data's channels, image size and classes) on ``dataset``
+    and write the run directory ``out``; what ``convlens train`` and the demo do.
+
+    ``data`` is ``(train, test)`` already in memory; by default both splits are loaded
+    from ``data_dir`` (see :func:`convlens.data.load_dataset`). The config is checked
+    before any data is read.
+    """
+    from convlens.models.registry import get_config
+    from convlens.train.config import TrainConfig
+    from convlens.train.loop import train
+
+    cfg = config or TrainConfig()
+    cfg.validate()
+    if data is None:
+        from convlens.data import load_dataset
+
+        data = (load_dataset(dataset, "train", data_dir=data_dir), load_dataset(dataset, "test", data_dir=data_dir))
+    train_data, test_data = data
+    c, h, w = train_data.shape
+    model_cfg = get_config(arch, in_channels=c, input_size=(h, w), num_classes=len(train_data.classes))
+    return train(model_cfg, train_data, test_data, out, cfg, device=device, callbacks=callbacks)

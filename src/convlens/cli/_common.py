@@ -1,12 +1,19 @@
-"""Options and output helpers shared by the command modules (no library logic)."""
+"""Options and output helpers shared by the command modules (parsing and printing only)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from convlens.models.handle import ModelHandle
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -54,7 +61,115 @@ def out_option(default: str | None = None) -> Callable[[F], F]:
     return deco
 
 
-def console() -> Any:
+# --- which input ---------------------------------------------------------------------------------
+
+
+class LabelType(click.ParamType):
+    """A class given on the command line: ``7`` is label 7, any other text a class name."""
+
+    name = "CLASS"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> int | str:
+        text = str(value).strip()
+        return int(text) if text.isdigit() else text
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What the input options said (see :func:`input_options`)."""
+
+    digit: int | str | None
+    index: int | None
+    image: Path | None
+    nth: int
+    split: str
+    matrix: str | None = None
+
+    def choice(self) -> dict[str, Any]:
+        """Keyword arguments for :func:`convlens.views.choose_input`."""
+        return {"digit": self.digit, "index": self.index, "image": self.image, "nth": self.nth, "split": self.split}
+
+
+def input_options(*, matrix: bool = False) -> Callable[[F], F]:
+    """``--digit/--index/--image/--nth/--split`` (and ``--matrix`` with ``matrix=True``);
+    the command receives them as one ``inputs: Inputs`` argument."""
+
+    def deco(f: F) -> F:
+        @functools.wraps(f)
+        def command(*args: Any, **kwargs: Any) -> Any:
+            given = Inputs(kwargs.pop("digit"), kwargs.pop("index"), kwargs.pop("image"), kwargs.pop("nth"),
+                           kwargs.pop("split"), kwargs.pop("matrix", None))
+            return f(*args, inputs=given, **kwargs)
+
+        if matrix:
+            command = click.option("--matrix", default=None, metavar="ROWS",
+                                   help='A small input written as rows, e.g. "1,2,3;4,5,6;7,8,9".')(command)
+        for option in (
+            click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True,
+                         help="The split --digit and --index read."),
+            click.option("--nth", type=click.IntRange(min=0), default=0, show_default=True,
+                         help="With --digit: take the nth example of that class (0 is the first)."),
+            click.option("--image", type=click.Path(path_type=Path), default=None, help="Use this image file."),
+            click.option("--index", type=int, default=None, help="Use this example of the split."),
+            click.option("--digit", type=LabelType(), default=None,
+                         help="Use the first example of this class in the split (e.g. 7)."),
+        ):
+            command = option(command)
+        return cast(F, command)
+
+    return deco
+
+
+# --- explanation methods, from the registry ------------------------------------------------------
+
+
+class MethodName(click.ParamType):
+    """A name in :data:`convlens.explain.METHODS`, looked up when the command runs (so
+    ``convlens --help`` imports no torch, and a method registered later is accepted)."""
+
+    name = "METHOD"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from convlens.explain import get_method
+
+        return get_method(str(value).strip()).name  # unknown: a ConvlensError naming the nearest
+
+    def shell_complete(self, ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+        from click.shell_completion import CompletionItem
+
+        from convlens.explain import METHODS
+
+        return [CompletionItem(n) for n in METHODS if n.startswith(incomplete)]
+
+
+def _needs(cls: Any) -> str:
+    words = ["a layer" if cls.needs_layer else "no layer", "gradients" if cls.uses_gradients else "no gradients"]
+    if cls.perturbation:
+        words.append("perturbed inputs")
+    return ", ".join(words)
+
+
+class MethodsCommand(click.Command):
+    """A command whose help ends with the registered methods, one row each (generated
+    from :data:`convlens.explain.METHODS` when the help is shown)."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from convlens.explain import METHODS
+
+        with formatter.section("Methods (for --method and --methods)"):
+            formatter.write_dl([(name, f"{cls.title}: {_needs(cls)}") for name, cls in METHODS.items()])
+        super().format_epilog(ctx, formatter)
+
+
+def method_option(f: F) -> F:
+    return click.option("--method", type=MethodName(), default="gradcam", show_default=True,
+                        help="One method (see Methods below; --methods for several).")(f)
+
+
+# --- models --------------------------------------------------------------------------------------
+
+
+def console() -> Console:
     from rich.console import Console
 
     return Console(highlight=False)
@@ -78,7 +193,10 @@ def model_source(f: F) -> F:
 
 
 def open_source(run: Path | None, spec: str | None, weights: Path | None, dataset: str,
-                input_shape: str | None) -> Any:
+                input_shape: str | None, device: str = "cpu") -> ModelHandle:
+    """The model of RUN or --model, on ``device`` (``auto``: cuda, then mps, then cpu)."""
     from convlens.models.handle import open_model
+    from convlens.train.device import resolve_device
 
-    return open_model(run, spec=spec, weights=weights, input_shape=input_shape, dataset=dataset)
+    return open_model(run, spec=spec, weights=weights, input_shape=input_shape, dataset=dataset,
+                      device=str(resolve_device(device)))

@@ -4,19 +4,28 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from convlens.cli._app import app
 from convlens.cli._common import (
+    Inputs,
     console,
     data_dir_option,
+    device_option,
+    input_options,
     model_source,
     out_option,
     palette_option,
     print_written,
 )
+
+if TYPE_CHECKING:
+    from convlens.conv.arithmetic import IntOrPair
+    from convlens.models.handle import ModelHandle
+    from convlens.views import ConvInput
+    from convlens.viz.palettes import PaletteName
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -29,18 +38,6 @@ def conv() -> None:
 
 
 # ---------------------------------------------------------------- shared options
-def _input_options(f: F) -> F:
-    f = click.option("--matrix", default=None, metavar="ROWS",
-                     help='A small input written as rows, e.g. "1,2,3;4,5,6;7,8,9".')(f)
-    f = click.option("--image", type=click.Path(path_type=Path), default=None, help="Use this image file.")(f)
-    f = click.option("--index", type=int, default=None, help="Use this example of the split.")(f)
-    f = click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)(f)
-    f = click.option("--nth", type=click.IntRange(min=0), default=0, show_default=True,
-                     help="With --digit: take the nth example of that class.")(f)
-    f = click.option("--digit", default=None, help="Use the first test example of this class (e.g. 7).")(f)
-    return f
-
-
 def _geometry_options(padding_default: str | None) -> Callable[[F], F]:
     def deco(f: F) -> F:
         f = click.option("--flip", is_flag=True, help="True convolution: rotate the kernel by 180° first.")(f)
@@ -55,68 +52,42 @@ def _geometry_options(padding_default: str | None) -> Callable[[F], F]:
     return deco
 
 
-def _number(text: str | None, name: str) -> Any:
+def _number(text: str | None, name: str) -> IntOrPair | str | None:
     """'2' -> 2, '2x1' -> (2, 1), 'same' -> 'same' (parsing only)."""
     if text is None:
         return None
     from convlens.conv import parse_params
 
     key = {"stride": "s", "padding": "p", "dilation": "d"}[name]
-    return parse_params(f"{key}={text}")[name]
+    value: IntOrPair | str = parse_params(f"{key}={text}")[name]
+    return value
 
 
-def _handle(run: Path | None, spec: str | None, weights: Path | None, dataset: str, input_shape: str | None) -> Any:
+def _pair(text: str | None, name: str) -> IntOrPair | None:
+    value = _number(text, name)
+    if isinstance(value, str):
+        raise click.BadParameter(f"{text!r}: give a number or HxW", param_hint=f"--{name}")
+    return value
+
+
+def _handle(run: Path | None, spec: str | None, weights: Path | None, dataset: str, input_shape: str | None,
+            device: str) -> ModelHandle | None:
     if run is None and spec is None:
         return None
     from convlens.cli._common import open_source
 
-    return open_source(run, spec, weights, dataset, input_shape)
+    return open_source(run, spec, weights, dataset, input_shape, device)
 
 
-def _load_input(handle: Any, *, digit: str | None, index: int | None, image: Path | None, nth: int,
-                split: str, matrix: str | None, dataset: str, data_dir: Path | None,
-                normalised: bool) -> tuple[Any, str]:
-    """The input as float64 C×H×W and its label. Dataset pixels are scaled to [0, 1],
-    or normalised as in training when a learned filter will look at them."""
-    from convlens.conv import parse_matrix, to_float_image
-    from convlens.errors import ConfigError
+def _input(handle: ModelHandle | None, inputs: Inputs, dataset: str, data_dir: Path | None,
+           normalised: bool) -> ConvInput:
+    from convlens import views
 
-    given = [k for k, v in (("--digit", digit), ("--index", index), ("--image", image), ("--matrix", matrix)) if v is not None]
-    if len(given) != 1:
-        raise ConfigError("choose exactly one input: --digit D, --index N, --image FILE or --matrix ROWS")
-    if matrix is not None:
-        return parse_matrix(matrix)[None], f'input "{matrix.strip()}"'
-    d: int | str | None = int(digit) if digit is not None and digit.isdigit() else digit
-    if handle is not None and normalised:
-        from convlens import views
-
-        chosen = views.choose_input(handle, digit=d, index=index, image=image, nth=nth, split=split, data_dir=data_dir)
-        return chosen.x[0].double().numpy(), f"{chosen.label} (normalised as in training)"
-    if image is not None:
-        from convlens.data import load_image
-
-        return to_float_image(load_image(image).numpy()), f"image {image.name}"
-    from convlens.data import load_dataset
-
-    ds = load_dataset(handle.data.name if handle is not None else dataset, split, data_dir=data_dir)
-    i = ds.index_of(d, nth) if d is not None else int(index)  # type: ignore[arg-type]
-    if not 0 <= i < len(ds):
-        from convlens.errors import DataError
-
-        raise DataError(f"--index {i}: the {split} split has examples 0..{len(ds) - 1}")
-    return to_float_image(ds.images[i].numpy()), f"{split} {ds.label_kind} {ds.classes[int(ds.labels[i])]} (index {i})"
+    return views.conv_input(handle, **inputs.choice(), matrix=inputs.matrix, dataset=dataset, data_dir=data_dir,
+                            normalised=normalised)
 
 
-def _kernel_from(text: str) -> tuple[str, Any]:
-    """A classic kernel name or a matrix such as "1,0,-1;2,0,-2;1,0,-1"."""
-    from convlens.conv import kernel, parse_matrix
-
-    if any(ch in text for ch in ",;") or text.strip().lstrip("-").replace(".", "").isdigit():
-        return f'kernel "{text.strip()}"', parse_matrix(text)
-    return text, kernel(text)
-
-
-def _out_dir(handle: Any, out: Path | None) -> Path:
+def _out_dir(handle: ModelHandle | None, out: Path | None) -> Path:
     if handle is not None:
         return Path(handle.figures_dir(out))
     return out if out is not None else Path("figures")
@@ -135,12 +106,13 @@ def _position(text: str | None) -> tuple[int, int] | None:
 # ---------------------------------------------------------------------- shape
 @conv.command()
 @model_source
+@device_option
 @click.option("--input-size", default=None, metavar="N|H,W", help="Without a model: the input's height and width.")
 @click.option("--layer", "layer_specs", multiple=True, metavar="KIND:PARAMS",
               help="Without a model: a layer such as conv:k=5,p=2 or maxpool:k=2 (repeatable, in order). "
                    "Kinds: conv, maxpool, avgpool, transpose; keys: k s p d op ceil in out g.")
 def shape(run: Path | None, spec: str | None, weights: Path | None, dataset: str, input_shape: str | None,
-          input_size: str | None, layer_specs: tuple[str, ...]) -> None:
+          device: str, input_size: str | None, layer_specs: tuple[str, ...]) -> None:
     """Output size, receptive field, jump and start of each layer: for a model (RUN or
     --model), or for a stack given with --layer and --input-size.
 
@@ -159,9 +131,10 @@ def shape(run: Path | None, spec: str | None, weights: Path | None, dataset: str
     if run is not None or spec is not None:
         if layer_specs or input_size:
             raise ConfigError("give either a model (RUN or --model) or --layer with --input-size, not both")
+        from convlens.cli._common import open_source
         from convlens.inspect.receptive import receptive_field
 
-        h = _handle(run, spec, weights, dataset, input_shape)
+        h = open_source(run, spec, weights, dataset, input_shape, device)
         table = receptive_field(h.model, h.input_shape)
     else:
         if not layer_specs or input_size is None:
@@ -187,40 +160,8 @@ def shape(run: Path | None, spec: str | None, weights: Path | None, dataset: str
 
 
 # -------------------------------------------------------------------- explain
-def _prepare(handle: Any, kernel_text: str | None, filter_spec: str | None, x: Any,
-             stride: str | None, padding: str | None, dilation: str | None, padding_mode: str | None) -> tuple[Any, float, dict[str, Any], Any, str]:
-    """Kernel, bias, conv parameters and the input the kernel sees (parsing and lookups only)."""
-    from convlens.errors import ConfigError
-
-    if (kernel_text is None) == (filter_spec is None):
-        raise ConfigError("choose one kernel: --kernel NAME|ROWS (e.g. sobel_x) or --filter LAYER:CHANNEL with a RUN")
-    params: dict[str, Any] = {}
-    if filter_spec is not None:
-        if handle is None:
-            raise ConfigError("--filter needs a model: give a run directory (RUN) or --model")
-        from convlens.inspect.receptive import conv_filter, layer_input
-
-        f = conv_filter(handle.model, filter_spec)
-        params = {"stride": f.stride, "padding": f.padding, "dilation": f.dilation, "padding_mode": f.padding_mode}
-        layer_x = layer_input(handle.model, f.layer, x)
-        weight, bias, name = f.weight, f.bias, f.label
-    else:
-        name, weight = _kernel_from(str(kernel_text))
-        bias, layer_x = 0.0, x
-        if x.shape[0] > 1:
-            import numpy as np
-
-            weight = np.broadcast_to(weight / x.shape[0], (x.shape[0], *weight.shape)).copy()
-    for key, raw in (("stride", stride), ("padding", padding), ("dilation", dilation)):
-        if raw is not None:
-            params[key] = _number(raw, key)
-    if padding_mode is not None:
-        params["padding_mode"] = padding_mode
-    return weight, bias, params, layer_x, name
-
-
 @conv.command()
-@_input_options
+@input_options(matrix=True)
 @click.option("--kernel", "kernel_text", default=None, metavar="NAME|ROWS",
               help='A classic kernel (sobel_x, gaussian, ... see `convlens conv apply --list`) or a matrix "1,0;0,-1".')
 @click.option("--filter", "filter_spec", default=None, metavar="LAYER:CHANNEL", help="A learned filter of RUN, e.g. conv1:3.")
@@ -233,12 +174,13 @@ def _prepare(handle: Any, kernel_text: str | None, filter_spec: str | None, x: A
 @click.option("--max-frames", type=click.IntRange(min=1), default=120, show_default=True, help="GIF frames at most.")
 @palette_option
 @data_dir_option
+@device_option
 @out_option()
-def explain(digit: str | None, nth: int, split: str, index: int | None, image: Path | None, matrix: str | None,
-            kernel_text: str | None, filter_spec: str | None, run: Path | None, spec: str | None,
-            weights: Path | None, dataset: str, input_shape: str | None, stride: str | None, padding: str | None, dilation: str | None,
-            padding_mode: str | None, flip: bool, bias: float | None, at: str | None, figure: bool, gif: bool,
-            max_frames: int, palette: str, data_dir: Path | None, out: Path | None) -> None:
+def explain(inputs: Inputs, kernel_text: str | None, filter_spec: str | None, run: Path | None, spec: str | None,
+            weights: Path | None, dataset: str, input_shape: str | None, stride: str | None, padding: str | None,
+            dilation: str | None, padding_mode: str | None, flip: bool, bias: float | None, at: str | None,
+            figure: bool, gif: bool, max_frames: int, palette: PaletteName, data_dir: Path | None, device: str,
+            out: Path | None) -> None:
     """How one output value is made: the window on the padded input, the products, their
     sum plus the bias.
 
@@ -248,19 +190,20 @@ def explain(digit: str | None, nth: int, split: str, index: int | None, image: P
       convlens conv explain --digit 7 --kernel sobel_x --padding 1 --figure --gif
       convlens conv explain convlens-demo/run --digit 3 --filter conv1:5 --figure
     """
-    from convlens.conv import explain as explain_value
+    from convlens import views
     from convlens.viz.conv import explanation_figure, explanation_gif, explanation_table
     from convlens.viz.figure import save
 
-    handle = _handle(run, spec, weights, dataset, input_shape)
-    x, input_label = _load_input(handle, digit=digit, index=index, image=image, nth=nth, split=split, matrix=matrix,
-                                 dataset=dataset, data_dir=data_dir, normalised=filter_spec is not None)
-    weight, b, params, layer_x, name = _prepare(handle, kernel_text, filter_spec, x, stride, padding, dilation, padding_mode)
-    e = explain_value(layer_x, weight, _position(at), bias=b if bias is None else bias, flip=flip, **params)
+    handle = _handle(run, spec, weights, dataset, input_shape, device)
+    x = _input(handle, inputs, dataset, data_dir, normalised=filter_spec is not None)
+    k = views.conv_kernel(x, handle, kernel=kernel_text, filter=filter_spec, stride=_pair(stride, "stride"),
+                          padding=_number(padding, "padding"), dilation=_pair(dilation, "dilation"),
+                          padding_mode=padding_mode)
+    e = k.trace(_position(at), bias=bias, flip=flip)
+    label = f"{x.label} ⋆ {k.name}"
     con = console()
-    con.print(f"[dim]{input_label} ⋆ {name}[/]")
+    con.print(f"[dim]{label}[/]")
     con.print(explanation_table(e))
-    label = f"{input_label} ⋆ {name}"
     stem = f"conv-explain-{e.position[0]}-{e.position[1]}"
     if figure:
         fig = explanation_figure(e, palette=palette, label=label)
@@ -275,7 +218,7 @@ def explain(digit: str | None, nth: int, split: str, index: int | None, image: P
 
 # ---------------------------------------------------------------------- apply
 @conv.command()
-@_input_options
+@input_options(matrix=True)
 @click.option("--kernel", "kernel_texts", multiple=True, metavar="NAME|ROWS",
               help="A classic kernel or a matrix (repeatable).")
 @click.option("--filter", "filter_specs", multiple=True, metavar="LAYER:CHANNEL",
@@ -285,12 +228,12 @@ def explain(digit: str | None, nth: int, split: str, index: int | None, image: P
 @_geometry_options("same")
 @palette_option
 @data_dir_option
+@device_option
 @out_option()
-def apply(digit: str | None, nth: int, split: str, index: int | None, image: Path | None, matrix: str | None,
-          kernel_texts: tuple[str, ...], filter_specs: tuple[str, ...], list_only: bool, run: Path | None,
-          spec: str | None, weights: Path | None, dataset: str, input_shape: str | None, stride: str | None, padding: str | None,
-          dilation: str | None, padding_mode: str | None, flip: bool, palette: str, data_dir: Path | None,
-          out: Path | None) -> None:
+def apply(inputs: Inputs, kernel_texts: tuple[str, ...], filter_specs: tuple[str, ...], list_only: bool,
+          run: Path | None, spec: str | None, weights: Path | None, dataset: str, input_shape: str | None,
+          stride: str | None, padding: str | None, dilation: str | None, padding_mode: str | None, flip: bool,
+          palette: PaletteName, data_dir: Path | None, device: str, out: Path | None) -> None:
     """Classic kernels and learned filters applied to an image, side by side.
 
     \b
@@ -299,9 +242,8 @@ def apply(digit: str | None, nth: int, split: str, index: int | None, image: Pat
       convlens conv apply --digit 7 --kernel sobel_x --kernel sobel_y --kernel gaussian
       convlens conv apply convlens-demo/run --digit 7 --kernel sobel_x --filter conv1:0 --filter conv1:5
     """
+    from convlens import views
     from convlens.conv import KERNELS
-    from convlens.errors import ConfigError
-    from convlens.viz.conv import kernel_figure
     from convlens.viz.figure import save
 
     if list_only:
@@ -309,38 +251,19 @@ def apply(digit: str | None, nth: int, split: str, index: int | None, image: Pat
         for name, info in KERNELS.items():
             con.print(f"[bold]{name:10s}[/] {info.description}")
         return
-    if not kernel_texts and not filter_specs:
-        raise ConfigError("give at least one --kernel NAME (see --list) or --filter LAYER:CHANNEL")
-    handle = _handle(run, spec, weights, dataset, input_shape)
-    if filter_specs and handle is None:
-        raise ConfigError("--filter needs a model: give a run directory (RUN) or --model")
-    x, input_label = _load_input(handle, digit=digit, index=index, image=image, nth=nth, split=split, matrix=matrix,
-                                 dataset=dataset, data_dir=data_dir, normalised=bool(filter_specs))
-    entries: list[tuple[str, Any, float]] = [(*_kernel_from(t), 0.0) for t in kernel_texts]
-    if filter_specs:
-        from convlens.inspect.receptive import conv_filter
-
-        for fs in filter_specs:
-            f = conv_filter(handle.model, fs)
-            if f.weight.shape[0] != x.shape[0]:
-                raise ConfigError(
-                    f"{fs}: {f.layer} reads {f.weight.shape[0]} channels, not the image; "
-                    f"use `convlens conv explain --filter {fs}` or `convlens maps` for deeper layers"
-                )
-            entries.append((f.label, f.weight, f.bias))
-    params: dict[str, Any] = {"padding": _number(padding, "padding"), "padding_mode": padding_mode or "zeros", "flip": flip}
-    for key, raw in (("stride", stride), ("dilation", dilation)):
-        if raw is not None:
-            params[key] = _number(raw, key)
-    fig = kernel_figure(x, entries, palette=palette, label=input_label, **params)
-    names = "-".join(e[0].replace(":", "_") for e in entries)[:60]
+    handle = _handle(run, spec, weights, dataset, input_shape, device)
+    x = _input(handle, inputs, dataset, data_dir, normalised=bool(filter_specs))
+    fig = views.conv_apply(x, handle, kernels=kernel_texts, filters=filter_specs, stride=_pair(stride, "stride"),
+                           padding=_number(padding, "padding"), dilation=_pair(dilation, "dilation"),
+                           padding_mode=padding_mode, flip=flip, palette=palette)
+    names = "-".join(n.replace(":", "_") for n in fig.data["names"])[:60]
     print_written(save(fig, _out_dir(handle, out), f"conv-apply-{names}"), "kernels")
     click.echo(fig.caption)
 
 
 # ---------------------------------------------------------------------- panel
 @conv.command()
-@_input_options
+@input_options(matrix=True)
 @click.option("--kernel", "kernel_text", default=None, metavar="NAME|ROWS", help="A classic kernel or a matrix.")
 @click.option("--filter", "filter_spec", default=None, metavar="LAYER:CHANNEL", help="A learned filter of RUN.")
 @model_source
@@ -348,10 +271,11 @@ def apply(digit: str | None, nth: int, split: str, index: int | None, image: Pat
               help="One setting such as s=2,p=1,d=1 (repeatable) [default: six instructive settings].")
 @palette_option
 @data_dir_option
+@device_option
 @out_option()
-def panel(digit: str | None, nth: int, split: str, index: int | None, image: Path | None, matrix: str | None,
-          kernel_text: str | None, filter_spec: str | None, run: Path | None, spec: str | None,
-          weights: Path | None, dataset: str, input_shape: str | None, settings: tuple[str, ...], palette: str, data_dir: Path | None, out: Path | None) -> None:
+def panel(inputs: Inputs, kernel_text: str | None, filter_spec: str | None, run: Path | None, spec: str | None,
+          weights: Path | None, dataset: str, input_shape: str | None, settings: tuple[str, ...],
+          palette: PaletteName, data_dir: Path | None, device: str, out: Path | None) -> None:
     """One input and one kernel under several stride/padding/dilation settings, each map
     at its true size.
 
@@ -360,20 +284,14 @@ def panel(digit: str | None, nth: int, split: str, index: int | None, image: Pat
       convlens conv panel --digit 7 --kernel sobel_x
       convlens conv panel --digit 7 --kernel gaussian --setting s=1,p=2 --setting s=2,p=2 --setting d=2
     """
+    from convlens import views
     from convlens.conv import parse_params
-    from convlens.errors import ConfigError
-    from convlens.viz.conv import DEFAULT_SETTINGS, hyperparameter_panel
     from convlens.viz.figure import save
 
-    handle = _handle(run, spec, weights, dataset, input_shape)
-    x, input_label = _load_input(handle, digit=digit, index=index, image=image, nth=nth, split=split, matrix=matrix,
-                                 dataset=dataset, data_dir=data_dir, normalised=filter_spec is not None)
-    weight, b, _, layer_x, name = _prepare(handle, kernel_text, filter_spec, x, None, None, None, None)
-    parsed = [parse_params(s) for s in settings] if settings else list(DEFAULT_SETTINGS)
-    for s in parsed:
-        bad = set(s) - {"stride", "padding", "dilation", "padding_mode"}
-        if bad:
-            raise ConfigError(f"--setting: only s, p, d and mode apply here, not {', '.join(sorted(bad))}")
-    fig = hyperparameter_panel(layer_x, weight, parsed, bias=b, palette=palette, label=f"{input_label} ⋆ {name}")
-    print_written(save(fig, _out_dir(handle, out), f"conv-panel-{name.replace(':', '_')}"), "panel")
+    handle = _handle(run, spec, weights, dataset, input_shape, device)
+    x = _input(handle, inputs, dataset, data_dir, normalised=filter_spec is not None)
+    k = views.conv_kernel(x, handle, kernel=kernel_text, filter=filter_spec)
+    fig = views.conv_panel(k, [parse_params(s) for s in settings] if settings else None, palette=palette,
+                           label=f"{x.label} ⋆ {k.name}")
+    print_written(save(fig, _out_dir(handle, out), f"conv-panel-{k.name.replace(':', '_')}"), "panel")
     click.echo(fig.caption)

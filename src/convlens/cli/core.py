@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Literal
 
 import click
 
 from convlens.cli._app import app
 from convlens.cli._common import (
+    Inputs,
     console,
     data_dir_option,
     device_option,
+    input_options,
     model_source,
     open_source,
     out_option,
     palette_option,
     print_written,
 )
+
+if TYPE_CHECKING:
+    from convlens.inspect.feature_maps import Stage
+    from convlens.viz.palettes import PaletteName
 
 
 @app.command()
@@ -33,12 +39,10 @@ def demo(out: Path, data_dir: Path | None, device: str, epochs: int | None, seed
     from convlens.demo import run_demo
     from convlens.train import RichProgress, TrainConfig
 
-    cfg = TrainConfig(seed=seed)
-    if epochs is not None:
-        cfg.epochs = epochs
+    cfg = TrainConfig(seed=seed).updated(epochs=epochs)
     con = console()
     result = run_demo(out, data_dir=data_dir, device=device, config=cfg,
-                      callbacks=[RichProgress("seed-cnn on MNIST", console=con)])
+                      callbacks=[RichProgress("seed-cnn on MNIST")])
     con.print(f"\ntest accuracy: [bold]{result.accuracy:.2%}[/]")
     con.print(f"run:     {result.out / 'run'}")
     for stem, path in result.figures.items():
@@ -66,27 +70,20 @@ def demo(out: Path, data_dir: Path | None, device: str, epochs: int | None, seed
 @click.option("--seed", type=int, default=0, show_default=True)
 @device_option
 def train(arch: str, dataset: str, data_dir: Path | None, out: Path | None, device: str, seed: int,
-          **overrides: Any) -> None:
+          **overrides: int | float | str | None) -> None:
     """Train a model and write a run directory (config, weights, metrics, filter snapshots).
 
     Ctrl-C keeps a valid run holding the last completed epoch.
     """
-    from convlens.data import load_dataset
-    from convlens.models.registry import get_config
+    from convlens import views
     from convlens.train import RichProgress, TrainConfig
-    from convlens.train import train as train_model
 
-    cfg = TrainConfig(seed=seed, **{k: v for k, v in overrides.items() if v is not None})
-    cfg.validate()
-    train_data = load_dataset(dataset, "train", data_dir=data_dir)
-    test_data = load_dataset(dataset, "test", data_dir=data_dir)
-    c, h, w = train_data.shape
-    model_cfg = get_config(arch, in_channels=c, input_size=(h, w), num_classes=len(train_data.classes))
-    out = out or Path("runs") / f"{arch}-{dataset}-seed{seed}"
+    cfg = TrainConfig(seed=seed).updated(**overrides)
+    out = out or views.default_run_dir(arch, dataset, seed)
     con = console()
     try:
-        run = train_model(model_cfg, train_data, test_data, out, cfg, device=device,
-                          callbacks=[RichProgress(f"{arch} on {dataset}", console=con)])
+        run = views.train_run(out, arch=arch, dataset=dataset, data_dir=data_dir, config=cfg, device=device,
+                              callbacks=[RichProgress(f"{arch} on {dataset}")])
     except KeyboardInterrupt:
         if (out / "metrics.json").exists():
             con.print(f"interrupted: {out} holds the last completed epoch")
@@ -141,7 +138,8 @@ def download(dataset: str) -> None:
 @palette_option
 @out_option()
 def filters(run: Path | None, spec: str | None, weights: Path | None, dataset: str, input_shape: str | None,
-            layer: str, scale: str, rgb: bool | None, evolution: bool, palette: str, out: Path | None) -> None:
+            layer: str, scale: Literal["shared", "per-filter"], rgb: bool | None, evolution: bool,
+            palette: PaletteName, out: Path | None) -> None:
     """Figure 1: the filters of a conv layer of RUN (or --model) in a grid."""
     from convlens import views
     from convlens.errors import ConfigError
@@ -160,12 +158,7 @@ def filters(run: Path | None, spec: str | None, weights: Path | None, dataset: s
 
 @app.command()
 @model_source
-@click.option("--digit", default=None, help="Use the first test example of this class (e.g. 7).")
-@click.option("--index", type=int, default=None, help="Use this example of the split.")
-@click.option("--image", type=click.Path(path_type=Path), default=None, help="Use this image file.")
-@click.option("--nth", type=click.IntRange(min=0), default=0, show_default=True,
-              help="With --digit: take the nth example of that class (0 is the first).")
-@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
+@input_options()
 @click.option("--layer", default="conv1", show_default=True, help="Any layer with spatial output.")
 @click.option("--stage", type=click.Choice(["conv", "relu", "pool"]), default="conv", show_default=True,
               help="Read the maps after the conv, after its activation, or after its pooling.")
@@ -173,18 +166,17 @@ def filters(run: Path | None, spec: str | None, weights: Path | None, dataset: s
 @click.option("--scale", type=click.Choice(["shared", "per-map"]), default="shared", show_default=True)
 @palette_option
 @data_dir_option
+@device_option
 @out_option()
 def maps(run: Path | None, spec: str | None, weights: Path | None, dataset: str, input_shape: str | None,
-         digit: str | None, index: int | None, image: Path | None, nth: int, split: str,
-         layer: str, stage: str, sort: bool, scale: str, palette: str, data_dir: Path | None,
-         out: Path | None) -> None:
+         inputs: Inputs, layer: str, stage: Stage, sort: bool, scale: Literal["shared", "per-map"],
+         palette: PaletteName, data_dir: Path | None, device: str, out: Path | None) -> None:
     """Figure 2: an input beside the feature maps of any layer of RUN (or --model)."""
     from convlens import views
     from convlens.viz.figure import save
 
-    h = open_source(run, spec, weights, dataset, input_shape)
-    d: int | str | None = int(digit) if digit is not None and digit.isdigit() else digit
-    chosen = views.choose_input(h, digit=d, index=index, image=image, nth=nth, split=split, data_dir=data_dir)
+    h = open_source(run, spec, weights, dataset, input_shape, device)
+    chosen = views.choose_input(h, **inputs.choice(), data_dir=data_dir)
     fig = views.maps(h, chosen, layer, stage=stage, sort=sort, scale=scale, palette=palette)
     print_written(save(fig, h.figures_dir(out), f"maps-{layer.replace('.', '-')}-{stage}"), "feature maps")
     click.echo(fig.caption)
@@ -192,10 +184,12 @@ def maps(run: Path | None, spec: str | None, weights: Path | None, dataset: str,
 
 @app.command()
 @model_source
-def layers(run: Path | None, spec: str | None, weights: Path | None, dataset: str, input_shape: str | None) -> None:
+@device_option
+def layers(run: Path | None, spec: str | None, weights: Path | None, dataset: str, input_shape: str | None,
+           device: str) -> None:
     """Each layer's name, type, output shape for the model's input size, and parameter count."""
     from convlens.inspect import layers as list_layers
 
-    h = open_source(run, spec, weights, dataset, input_shape)
+    h = open_source(run, spec, weights, dataset, input_shape, device)
     table = list_layers(h.model, h.input_shape)
     console().print(table)

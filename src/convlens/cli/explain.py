@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import click
 
 from convlens.cli._app import app
 from convlens.cli._common import (
+    Inputs,
+    MethodsCommand,
     console,
     data_dir_option,
     device_option,
+    input_options,
+    method_option,
     model_source,
     open_source,
     out_option,
     palette_option,
     print_written,
 )
+
+if TYPE_CHECKING:
+    from convlens.viz.palettes import PaletteName
 
 
 def _layers(layer: tuple[str, ...]) -> str | list[str] | None:
@@ -30,18 +38,10 @@ def _methods(text: str) -> str | list[str]:
 _LAYER_HELP = "Layer for the CAM methods (repeat for several) [default: the last layer with a spatial output]."
 
 
-@app.command()
+@app.command(cls=MethodsCommand)
 @model_source
-@click.option("--digit", default=None, help="Explain the first test example of this class (e.g. 7).")
-@click.option("--index", type=int, default=None, help="Explain this example of the split.")
-@click.option("--image", type=click.Path(path_type=Path), default=None, help="Explain this image file.")
-@click.option("--nth", type=click.IntRange(min=0), default=0, show_default=True,
-              help="With --digit: take the nth example of that class (0 is the first).")
-@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
-@click.option("--method", default="gradcam", show_default=True,
-              help="One method: gradcam, gradcam++, xgradcam, hirescam, layercam, eigencam, scorecam, "
-                   "ablationcam, saliency, smoothgrad, guided-backprop, guided-gradcam, integrated-gradients, "
-                   "occlusion.")
+@input_options()
+@method_option
 @click.option("--methods", default=None, metavar="M1,M2,...|all",
               help="Several methods side by side with the predicted probabilities (overrides --method).")
 @click.option("--layer", multiple=True, help=_LAYER_HELP)
@@ -55,34 +55,27 @@ _LAYER_HELP = "Layer for the CAM methods (repeat for several) [default: the last
 @device_option
 @out_option()
 def cam(run: Path | None, spec: str | None, weights: Path | None, dataset: str, input_shape: str | None,
-        digit: str | None, index: int | None, image: Path | None, nth: int, split: str, method: str,
-        methods: str | None, layer: tuple[str, ...], target: str, alpha: float, batch_size: int | None,
-        palette: str, data_dir: Path | None, device: str, out: Path | None) -> None:
+        inputs: Inputs, method: str, methods: str | None, layer: tuple[str, ...], target: str, alpha: float,
+        batch_size: int | None, palette: PaletteName, data_dir: Path | None, device: str, out: Path | None) -> None:
     """Which regions of one input drive the prediction of RUN (or --model): a heatmap over it."""
     from convlens import views
-    from convlens.train.device import resolve_device
-    from convlens.viz.explain import cam_view, compare_view
     from convlens.viz.figure import save
 
-    h = open_source(run, spec, weights, dataset, input_shape)
-    h.model.to(resolve_device(device))
-    d: int | str | None = int(digit) if digit is not None and digit.isdigit() else digit
-    chosen = views.choose_input(h, digit=d, index=index, image=image, nth=nth, split=split, data_dir=data_dir)
-    options = {} if batch_size is None else {"batch_size": batch_size}
-    names = h.data.classes or None
+    h = open_source(run, spec, weights, dataset, input_shape, device)
+    chosen = views.choose_input(h, **inputs.choice(), data_dir=data_dir)
     if methods is not None:
-        fig = compare_view(h, chosen, methods=_methods(methods), layer=_layers(layer), target=target,
-                           palette=palette, alpha=alpha, class_names=names, **options)
+        fig = views.compare_view(h, chosen, methods=_methods(methods), layer=_layers(layer), target=target,
+                                 palette=palette, alpha=alpha, batch_size=batch_size)
         stem = "cam-compare"
     else:
-        fig = cam_view(h, chosen, method=method, layer=_layers(layer), target=target, palette=palette,
-                       alpha=alpha, class_names=names, **options)
+        fig = views.cam_view(h, chosen, method=method, layer=_layers(layer), target=target, palette=palette,
+                             alpha=alpha, batch_size=batch_size)
         stem = f"cam-{method}" + ("-" + "-".join(layer).replace(".", "-") if layer else "")
     print_written(save(fig, h.figures_dir(out), stem), "heatmap")
     click.echo(fig.caption)
 
 
-@app.command()
+@app.command(cls=MethodsCommand)
 @model_source
 @click.option("--methods", default="gradcam", show_default=True, metavar="M1,M2,...|all",
               help="Methods to score, comma-separated, or all.")
@@ -104,27 +97,21 @@ def cam(run: Path | None, spec: str | None, weights: Path | None, dataset: str, 
 @out_option()
 def faithfulness(run: Path | None, spec: str | None, weights: Path | None, dataset: str, input_shape: str | None,
                  methods: str, n: int, layer: tuple[str, ...], target: str, steps: int, sanity_images: int,
-                 split: str, seed: int, batch_size: int, palette: str, data_dir: Path | None, device: str,
-                 out: Path | None) -> None:
+                 split: Literal["test", "train"], seed: int, batch_size: int, palette: PaletteName,
+                 data_dir: Path | None, device: str, out: Path | None) -> None:
     """How faithful are the heatmaps of RUN (or --model)? Deletion/insertion AUC, Average Drop,
     Increase in Confidence and the model-randomisation check, as a table and curves."""
-    import json
-
     from rich.table import Table
 
-    from convlens._atomic import write_text_atomic
-    from convlens.data import load_dataset
-    from convlens.explain import faithfulness as score
-    from convlens.train.device import resolve_device
-    from convlens.viz.explain import faithfulness_figure
+    from convlens import views
     from convlens.viz.figure import save
 
-    h = open_source(run, spec, weights, dataset, input_shape)
-    h.model.to(resolve_device(device))
-    data = load_dataset(h.data.name, split, data_dir=data_dir)
-    report = score(h.model, data, _methods(methods), n=n, layer=_layers(layer), target=target, steps=steps,
-                   sanity_images=sanity_images, seed=seed, batch_size=batch_size, progress=None)
-    table = Table(title=f"Faithfulness on {report.n_images} {split} images of {h.data.name}")
+    h = open_source(run, spec, weights, dataset, input_shape, device)
+    view = views.faithfulness(h, _methods(methods), n=n, layer=_layers(layer), target=target, steps=steps,
+                              sanity_images=sanity_images, split=split, seed=seed, batch_size=batch_size,
+                              data_dir=data_dir, palette=palette)
+    report = view.report
+    table = Table(title=f"Faithfulness on {report.n_images} {split} images of {view.dataset}")
     for col in ("method", "deletion AUC ↓", "insertion AUC ↑", "Avg Drop % ↓", "Inc Conf % ↑", "random ρ ↓"):
         table.add_column(col, justify="left" if col == "method" else "right")
     for row in report.rows():
@@ -140,7 +127,5 @@ def faithfulness(run: Path | None, spec: str | None, weights: Path | None, datas
         if s.sanity is not None and s.sanity.flagged:
             con.print(s.sanity.message())
     dest = h.figures_dir(out)
-    fig = faithfulness_figure(report.curves(), n_images=report.n_images, palette=palette)
-    print_written(save(fig, dest, "faithfulness"), "curves")
-    write_text_atomic(dest / "faithfulness-scores.json", json.dumps(report.to_dict(), indent=2) + "\n")
-    con.print(f"scores: [bold]{dest / 'faithfulness-scores.json'}[/]")
+    print_written(save(view.figure, dest, "faithfulness"), "curves")
+    con.print(f"scores: [bold]{report.save(dest / 'faithfulness-scores.json')}[/]")

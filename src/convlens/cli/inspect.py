@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import click
 
@@ -10,12 +11,16 @@ from convlens.cli._app import app
 from convlens.cli._common import (
     console,
     data_dir_option,
+    device_option,
     model_source,
     open_source,
     out_option,
     palette_option,
     print_written,
 )
+
+if TYPE_CHECKING:
+    from convlens.viz.palettes import PaletteName
 
 
 def _channels(text: str | None) -> list[int] | None:
@@ -61,17 +66,19 @@ _batch = click.option("--batch-size", type=click.IntRange(min=1), default=256, s
               help="Also write the activations to this directory (safetensors shards).")
 @palette_option
 @data_dir_option
+@device_option
 @out_option()
 def stats(run: Path | None, spec: str | None, weights: Path | None, dataset: str, input_shape: str | None,
-          layer_names: tuple[str, ...], split: str, batch_size: int, threshold: float, rare_below: float,
-          dump: Path | None, palette: str, data_dir: Path | None, out: Path | None) -> None:
+          layer_names: tuple[str, ...], split: Literal["test", "train"], batch_size: int, threshold: float,
+          rare_below: float, dump: Path | None, palette: PaletteName, data_dir: Path | None, device: str,
+          out: Path | None) -> None:
     """Per-channel statistics of layers of RUN (or --model) over a dataset; dead filters flagged."""
     from convlens.data import load_dataset
     from convlens.inspect import channel_stats, layers
     from convlens.viz.figure import save
     from convlens.viz.inspect import stats_figure
 
-    h = open_source(run, spec, weights, dataset, input_shape)
+    h = open_source(run, spec, weights, dataset, input_shape, device)
     names = list(layer_names) or layers(h.model, h.input_shape).convs
     ds = load_dataset(h.data.name, split, data_dir=data_dir)
     report = channel_stats(h.model, ds, names, batch_size=batch_size, threshold=threshold,
@@ -96,10 +103,11 @@ def stats(run: Path | None, spec: str | None, weights: Path | None, dataset: str
 @_batch
 @palette_option
 @data_dir_option
+@device_option
 @out_option()
 def topk(run: Path | None, spec: str | None, weights: Path | None, dataset: str, input_shape: str | None,
-         layer: str, k: int, channels: str | None, split: str, batch_size: int, palette: str,
-         data_dir: Path | None, out: Path | None) -> None:
+         layer: str, k: int, channels: str | None, split: Literal["test", "train"], batch_size: int,
+         palette: PaletteName, data_dir: Path | None, device: str, out: Path | None) -> None:
     """The k inputs that excite each channel of --layer most, with their receptive-field crops."""
     from rich.table import Table
 
@@ -108,7 +116,7 @@ def topk(run: Path | None, spec: str | None, weights: Path | None, dataset: str,
     from convlens.viz.figure import save
     from convlens.viz.inspect import topk_gallery
 
-    h = open_source(run, spec, weights, dataset, input_shape)
+    h = open_source(run, spec, weights, dataset, input_shape, device)
     chosen = _channels(channels)
     ds = load_dataset(h.data.name, split, data_dir=data_dir)
     report = topk_examples(h.model, ds, layer, k=k, channels=chosen, batch_size=batch_size, progress=None)

@@ -13,7 +13,7 @@ from convlens.errors import ConfigError, LayerError, unknown_name
 from convlens.inspect.capture import capture
 
 Stage = Literal["conv", "relu", "pool"]
-STAGES: tuple[str, ...] = ("conv", "relu", "pool")
+STAGES: tuple[Stage, ...] = ("conv", "relu", "pool")
 
 _ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Mish, nn.Hardswish)
 _POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.LPPool2d)
@@ -28,13 +28,13 @@ class FeatureMaps:
     """
 
     layer: str
-    stage: str
+    stage: Stage
     module: str
     maps: torch.Tensor
     computed: bool = False
 
 
-def stage_module(model: nn.Module, layer: str, stage: str) -> str | None:
+def stage_module(model: nn.Module, layer: str, stage: Stage) -> str | None:
     """Name of the module that produces ``stage`` of ``layer``, or None if there is none.
 
     ``conv`` is ``layer`` itself. ``relu``/``pool`` is the first activation/pooling module
@@ -62,14 +62,15 @@ def stage_module(model: nn.Module, layer: str, stage: str) -> str | None:
     return None
 
 
-def feature_maps(model: nn.Module, x: torch.Tensor, layer: str, stage: str = "conv") -> FeatureMaps:
+def feature_maps(model: nn.Module, x: torch.Tensor, layer: str, stage: Stage = "conv") -> FeatureMaps:
     """Run ``model`` on ``x`` (N, C, H, W) and return the maps of ``layer`` at ``stage``.
 
     The model is left as it was (see :func:`convlens.capture`).
 
-    >>> fm = feature_maps(run.model, x, "conv1", stage="relu")   # doctest: +SKIP
-    >>> fm.module, fm.maps.shape                                  # doctest: +SKIP
-    ('relu1', torch.Size([1, 16, 28, 28]))
+    >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2))
+    >>> fm = feature_maps(net, torch.zeros(1, 1, 8, 8), "0", stage="relu")
+    >>> fm.module, tuple(fm.maps.shape)
+    ('1', (1, 4, 6, 6))
     """
     name = stage_module(model, layer, stage)
     computed = False

@@ -7,7 +7,8 @@
   padding and dilation settings, every map drawn at its true size;
 * :func:`kernel_figure`: kernels (classic or learned) and the maps they make.
 
-The numbers come from :mod:`convlens.conv`; this module only draws and describes them.
+The numbers come from :mod:`convlens.conv` (through :mod:`convlens.views`); this module
+only draws and describes the arrays it is given.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib import colormaps
@@ -26,11 +27,14 @@ from matplotlib.colors import Normalize
 from matplotlib.patches import Rectangle
 
 from convlens._atomic import write_bytes_atomic, write_text_atomic
-from convlens.conv import Explanation, filter_map
-from convlens.errors import ConfigError
+from convlens.errors import ConfigError, positive_int
 from convlens.viz.describe import fmt, listing, orientation
 from convlens.viz.figure import Explained, new_figure
+from convlens.viz.palettes import PaletteName
 from convlens.viz.palettes import palette as get_palette
+
+if TYPE_CHECKING:  # the type of the numbers drawn, not a dependency at run time
+    from convlens.conv.explain import Trace
 
 __all__ = [
     "Animation",
@@ -42,7 +46,7 @@ __all__ = [
 ]
 
 
-def _setup_words(e: Explanation) -> str:
+def _setup_words(e: Trace) -> str:
     top, bottom, left, right = e.pad
     pad = f"{top}" if len({top, bottom, left, right}) == 1 else f"top {top}, bottom {bottom}, left {left}, right {right}"
     words = f"stride {_pair_words(e.stride)}, padding {pad}"
@@ -56,13 +60,13 @@ def _pair_words(p: tuple[int, int]) -> str:
     return str(p[0]) if p[0] == p[1] else f"{p[0]}×{p[1]}"
 
 
-def _focus_channel(e: Explanation) -> int:
+def _focus_channel(e: Trace) -> int:
     """The input channel that contributes most (in absolute value) to the explained value."""
     return int(np.argmax(np.abs(e.channel_sums)))
 
 
 # ------------------------------------------------------------------- text table
-def explanation_table(e: Explanation, *, max_channels: int = 3) -> Any:
+def explanation_table(e: Trace, *, max_channels: int = 3) -> Any:
     """A rich renderable: each tap's ``input × weight = product``, the sum, the bias.
 
     With several input channels the per-channel subtotals are listed (largest first)
@@ -138,7 +142,7 @@ def _symmetric(values: np.ndarray) -> Normalize:
     return Normalize(-m, m)
 
 
-def explanation_figure(e: Explanation, *, palette: str = "default", label: str = "") -> Explained:
+def explanation_figure(e: Trace, *, palette: PaletteName = "default", label: str = "") -> Explained:
     """Four panels: the window on the padded input, the kernel, the products, the map.
 
     ``label`` names the input and kernel in the title and caption (e.g.
@@ -242,9 +246,9 @@ def _upscale(rgb: np.ndarray, cell: int) -> np.ndarray:
 
 
 def explanation_gif(
-    e: Explanation,
+    e: Trace,
     *,
-    palette: str = "default",
+    palette: PaletteName = "default",
     max_frames: int = 120,
     cell: int | None = None,
     frame_ms: int = 120,
@@ -259,8 +263,7 @@ def explanation_gif(
     """
     from PIL import Image, ImageDraw, ImageFont
 
-    if max_frames < 1:
-        raise ConfigError(f"max_frames={max_frames}: needs at least 1 frame")
+    max_frames = positive_int("max_frames", max_frames)
     pal = get_palette(palette)
     ho, wo = e.output.shape
     n_ch, hp, wp = e.padded.shape
@@ -343,46 +346,33 @@ def _setting_words(s: Mapping[str, Any]) -> str:
     return ", ".join(parts) or "defaults"
 
 
-DEFAULT_SETTINGS: tuple[dict[str, Any], ...] = (
-    {"stride": 1, "padding": 0, "dilation": 1},
-    {"stride": 1, "padding": "same", "dilation": 1},
-    {"stride": 2, "padding": 0, "dilation": 1},
-    {"stride": 2, "padding": 1, "dilation": 1},
-    {"stride": 1, "padding": 0, "dilation": 2},
-    {"stride": 3, "padding": 2, "dilation": 2},
-)
-
-
 def hyperparameter_panel(
     image: np.ndarray,
-    kernel: np.ndarray,
-    settings: Sequence[Mapping[str, Any]] = DEFAULT_SETTINGS,
+    maps: Sequence[np.ndarray],
+    settings: Sequence[Mapping[str, Any]],
     *,
-    bias: float = 0.0,
-    palette: str = "default",
+    kernel_size: Sequence[int],
+    palette: PaletteName = "default",
     label: str = "",
     pixel: float = 0.07,
 ) -> Explained:
-    """The input and the map ``kernel`` makes under each of ``settings``, side by side.
+    """The input beside ``maps[i]``, the map a ``kernel_size`` kernel made from it under
+    ``settings[i]`` (``stride``, ``padding``, ``dilation``, ``padding_mode``, as for
+    :func:`convlens.conv.conv2d`; see :func:`convlens.views.conv_panel`).
 
-    Each setting is a mapping of ``stride``, ``padding``, ``dilation`` and
-    ``padding_mode`` (as for :func:`convlens.conv.conv2d`). Every map is drawn at its
-    true size: one input pixel and one output value take the same ``pixel`` inches, so
-    the shrinking from stride and dilation and the growth from padding are visible.
+    Every map is drawn at its true size: one input pixel and one output value take the
+    same ``pixel`` inches, so the shrinking from stride and dilation and the growth from
+    padding are visible.
     """
     pal = get_palette(palette)
     x = np.asarray(image, dtype=np.float64)
     x = x[None] if x.ndim == 2 else x
     if not settings:
         raise ConfigError("hyperparameter_panel needs at least one setting")
-    maps, shapes = [], []
-    for s in settings:
-        unknown = set(s) - {"stride", "padding", "dilation", "padding_mode"}
-        if unknown:
-            raise ConfigError(f"setting {dict(s)}: unknown keys {sorted(unknown)}; use stride, padding, dilation, padding_mode")
-        m = filter_map(x, kernel, bias, **s)
-        maps.append(m)
-        shapes.append(m.shape)
+    if len(maps) != len(settings):
+        raise ConfigError(f"{len(maps)} maps for {len(settings)} settings; give one map per setting")
+    maps = [np.asarray(m, dtype=np.float64) for m in maps]
+    shapes = [m.shape for m in maps]
     h, w = x.shape[1:]
     panels = [("input", x.mean(axis=0), (h, w))] + [(_setting_words(s), m, m.shape) for s, m in zip(settings, maps, strict=True)]
     gap, margin, title_h = 0.35, 0.2, 0.55
@@ -409,7 +399,7 @@ def hyperparameter_panel(
         x0 += aw + gap
     title = "One kernel, several hyperparameters" + (f": {label}" if label else "")
     fig.suptitle(title, fontsize=9, y=0.99)
-    kh, kw = np.asarray(kernel).shape[-2:]
+    kh, kw = (int(v) for v in kernel_size)
     sizes = listing([f"{_setting_words(s)} → {m.shape[0]}×{m.shape[1]}" for s, m in zip(settings, maps, strict=True)])
     caption = (
         f"{title}. The {h}×{w} input and the maps a {kh}×{kw} kernel makes from it, all at the same "
@@ -433,29 +423,28 @@ def hyperparameter_panel(
 # ----------------------------------------------------------------- kernel figure
 def kernel_figure(
     image: np.ndarray,
-    kernels: Sequence[tuple[str, np.ndarray, float]],
+    kernels: Sequence[tuple[str, np.ndarray, np.ndarray]],
     *,
-    stride: Any = 1,
-    padding: Any = "same",
-    dilation: Any = 1,
-    padding_mode: str = "zeros",
-    flip: bool = False,
-    palette: str = "default",
+    stride: object = 1,
+    padding: object = "same",
+    dilation: object = 1,
+    palette: PaletteName = "default",
     label: str = "input",
 ) -> Explained:
-    """``image`` and, per kernel ``(name, weight, bias)``, its weights and the map it makes.
+    """``image`` and, per kernel ``(name, weight, map)``, its weights and the map it made
+    (see :func:`convlens.views.conv_apply`, which computes them).
 
-    Classic kernels (kh×kw) apply to the channel mean; learned filters (C×kh×kw) to
-    their C input channels (see :func:`convlens.conv.filter_map`). Top row: the input,
-    then one map per kernel; bottom row: the kernel under its map.
+    ``weight`` is kh×kw (a classic kernel, applied to the channel mean) or C×kh×kw (a
+    learned filter, drawn summed over its channels); ``stride``, ``padding`` and
+    ``dilation`` are named in the caption. Top row: the input, then one map per kernel;
+    bottom row: the kernel under its map.
     """
     if not kernels:
         raise ConfigError("kernel_figure needs at least one kernel")
     pal = get_palette(palette)
     x = np.asarray(image, dtype=np.float64)
     x = x[None] if x.ndim == 2 else x
-    params = {"stride": stride, "padding": padding, "dilation": dilation, "padding_mode": padding_mode, "flip": flip}
-    maps = [filter_map(x, np.asarray(w), b, **params) for _, w, b in kernels]
+    maps = [np.asarray(m, dtype=np.float64) for _, _, m in kernels]
     n = len(kernels)
     fig = new_figure(1.9 * (n + 1) + 0.4, 4.0)
     axes = fig.subplots(2, n + 1, gridspec_kw={"height_ratios": [2.2, 1]}, squeeze=False)
@@ -463,7 +452,7 @@ def kernel_figure(
     axes[0, 0].set_title(f"{label}\n{x.shape[1]}×{x.shape[2]}" + (f", mean of {x.shape[0]} ch." if x.shape[0] > 1 else ""), fontsize=7)
     axes[1, 0].set_visible(False)
     described = []
-    for k, ((name, weight, _bias), m) in enumerate(zip(kernels, maps, strict=True), start=1):
+    for k, ((name, weight, _), m) in enumerate(zip(kernels, maps, strict=True), start=1):
         w = np.asarray(weight, dtype=np.float64)
         shown_w = w if w.ndim == 2 else w.sum(axis=0)
         norm = _symmetric(m)
@@ -485,7 +474,7 @@ def kernel_figure(
     out_h, out_w = maps[0].shape
     caption = (
         f"{title}: the input, then the map each kernel makes ({out_h}×{out_w}; stride {stride}, padding "
-        f"{params['padding']}, dilation {dilation}), with the kernel's weights below it. Map colours are "
+        f"{padding}, dilation {dilation}), with the kernel's weights below it. Map colours are "
         f"symmetric around zero per map; red is a positive response, blue negative."
     )
     alt = (

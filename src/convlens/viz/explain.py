@@ -1,8 +1,8 @@
 """Heatmaps that explain themselves: overlays, method comparisons, faithfulness curves.
 
-The figures take plain arrays (an image, normalised maps in [0, 1], probabilities); the
-``*_view`` functions at the end compute them with :mod:`convlens.explain` for one input and
-are what the command line calls. Captions and alt texts say where a map concentrates
+The figures take plain arrays (an image, normalised maps in [0, 1], probabilities);
+:func:`convlens.views.cam_view` and :func:`convlens.views.compare_view` compute them with
+:mod:`convlens.explain` for one input. Captions and alt texts say where a map concentrates
 (:func:`where`), e.g. "Grad-CAM for class 7 (p = 0.98) at conv2 concentrates in the upper
 half; 80% of its mass lies on the digit's strokes".
 """
@@ -20,7 +20,7 @@ from matplotlib.colors import Normalize
 from convlens.errors import ConfigError
 from convlens.viz.describe import fmt, listing
 from convlens.viz.figure import Explained, new_figure
-from convlens.viz.palettes import OKABE_ITO
+from convlens.viz.palettes import OKABE_ITO, PaletteName
 from convlens.viz.palettes import palette as get_palette
 
 # --- words from a heatmap -----------------------------------------------------------------
@@ -161,7 +161,7 @@ def overlay_figure(
     probability: float | None = None,
     layer: str | None = None,
     input_label: str = "the input",
-    palette: str = "default",
+    palette: PaletteName = "default",
     alpha: float = 0.5,
     colorbar: bool = True,
 ) -> Explained:
@@ -214,7 +214,7 @@ def comparison_figure(
     class_names: Sequence[str] | None = None,
     layer: str | None = None,
     input_label: str = "the input",
-    palette: str = "default",
+    palette: PaletteName = "default",
     alpha: float = 0.5,
 ) -> Explained:
     """The input, one heatmap per panel (``(title, heat)``, heat H×W in [0, 1]) and a bar
@@ -296,7 +296,7 @@ def faithfulness_figure(
     curves: Mapping[str, Mapping[str, np.ndarray]],
     *,
     n_images: int,
-    palette: str = "default",
+    palette: PaletteName = "default",
 ) -> Explained:
     """Mean deletion and insertion curves per method: ``curves[method]["deletion"]`` and
     ``["insertion"]`` are probabilities (T,) at the fractions ``["fractions"]`` (T,)."""
@@ -336,79 +336,3 @@ def faithfulness_figure(
         f"{name}: deletion AUC {fmt(v['deletion'])}, insertion AUC {fmt(v['insertion'])}" for name, v in lines.items()
     ) + "."
     return Explained(fig, caption, alt, title=title, data={"curves": curves, "auc": lines})
-
-
-# --- views for one input ------------------------------------------------------------------
-
-
-def _class_label(cls: int, names: Sequence[str] | None) -> str:
-    if cls < 0:
-        return "the target function"
-    return f"class {names[cls]}" if names is not None and cls < len(names) else f"class {cls}"
-
-
-def cam_view(
-    model: Any,
-    chosen: Any,
-    *,
-    method: str = "gradcam",
-    layer: str | Sequence[str] | None = None,
-    target: Any = None,
-    palette: str = "default",
-    alpha: float = 0.5,
-    class_names: Sequence[str] | None = None,
-    **options: Any,
-) -> Explained:
-    """Explain one chosen input (:func:`convlens.views.choose_input`) with one method and
-    draw the overlay. ``model`` is a run or an ``nn.Module``. A ``"topK"`` target draws
-    the comparison of the K classes instead."""
-    from convlens.explain import cam
-
-    m = getattr(model, "model", model)
-    result = cam(m, chosen.x, method=method, layer=layer, target=target, **options)
-    pixels = chosen.pixels.numpy() if hasattr(chosen.pixels, "numpy") else np.asarray(chosen.pixels)
-    heats = result.normalised.detach().cpu().numpy()
-    probs = result.probabilities[0].detach().cpu().numpy()
-    layer_name = ", ".join(result.layers) or None
-    if len(result) > 1:
-        panels = [(_class_label(int(c), class_names) + f" (p = {probs[int(c)]:.2f})", heats[i])
-                  for i, c in enumerate(result.target.tolist())]
-        return comparison_figure(pixels, panels, target=f"the top {len(result)} classes ({result.title})",
-                                 probabilities=probs, class_names=class_names, layer=layer_name,
-                                 input_label=chosen.label, palette=palette, alpha=alpha)
-    cls = int(result.target[0])
-    p = float(result.target_probability[0])
-    return overlay_figure(pixels, heats[0], method=result.title, target=_class_label(cls, class_names),
-                          probability=p, layer=layer_name, input_label=chosen.label, palette=palette, alpha=alpha)
-
-
-def compare_view(
-    model: Any,
-    chosen: Any,
-    *,
-    methods: str | Sequence[str] = "all",
-    layer: str | Sequence[str] | None = None,
-    target: Any = None,
-    palette: str = "default",
-    alpha: float = 0.5,
-    class_names: Sequence[str] | None = None,
-    **options: Any,
-) -> Explained:
-    """Explain one chosen input with several methods (one shared forward pass) and draw
-    them side by side with the predicted probabilities."""
-    from convlens.explain import explain
-
-    m = getattr(model, "model", model)
-    results = explain(m, chosen.x, methods, layer=layer, target=target, **options)
-    first = next(iter(results.values()))
-    if len(first) != 1:
-        raise ConfigError("a method comparison explains one target: use --target pred or a class, not topK")
-    pixels = chosen.pixels.numpy() if hasattr(chosen.pixels, "numpy") else np.asarray(chosen.pixels)
-    panels = [(r.title, r.normalised[0].detach().cpu().numpy()) for r in results.values()]
-    cls = int(first.target[0])
-    layers = sorted({name for r in results.values() for name in r.layers})
-    return comparison_figure(
-        pixels, panels, target=_class_label(cls, class_names),
-        probabilities=first.probabilities[0].detach().cpu().numpy(), class_names=class_names,
-        layer=", ".join(layers) or None, input_label=chosen.label, palette=palette, alpha=alpha,
-    )

@@ -1,37 +1,22 @@
-"""Figure 1: the filters of a convolutional layer."""
+"""Figure 1: the filters of a convolutional layer, drawn from their weights
+(:func:`convlens.views.conv_weight` reads them from a model)."""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
 import numpy as np
-import torch
 from matplotlib import colormaps
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
-from torch import nn
 
-from convlens.errors import ConfigError, LayerError, unknown_name
+from convlens.errors import ConfigError
 from convlens.viz.describe import fmt, listing, orientation, top_indices
 from convlens.viz.figure import Explained, new_figure
-from convlens.viz.palettes import OKABE_ITO
+from convlens.viz.palettes import OKABE_ITO, PaletteName
 from convlens.viz.palettes import palette as get_palette
 
 Scale = Literal["shared", "per-filter"]
-
-
-def conv_weight(model: nn.Module, layer: str) -> np.ndarray:
-    """The weight (out, in/groups, kh, kw) of the conv layer ``layer`` as float64."""
-    modules = dict(model.named_modules())
-    convs = [n for n, m in modules.items() if isinstance(m, nn.Conv2d)]
-    if layer not in modules:
-        raise LayerError(unknown_name("layer", layer, convs or list(modules)))
-    module = modules[layer]
-    if not isinstance(module, nn.Conv2d):
-        raise LayerError(
-            f"layer {layer!r} is a {type(module).__name__}, not a Conv2d; conv layers are {listing(convs)}"
-        )
-    return module.weight.detach().to("cpu", torch.float64).numpy()
 
 
 def filter_mosaic(w: np.ndarray) -> np.ndarray:
@@ -52,7 +37,7 @@ def filters_figure(
     layer: str,
     *,
     scale: Scale = "shared",
-    palette: str = "default",
+    palette: PaletteName = "default",
     rgb: bool | None = None,
     max_filters: int | None = None,
 ) -> Explained:
@@ -159,7 +144,7 @@ def filters_figure(
 
 
 def filter_evolution_figure(snapshots: dict[int, np.ndarray], layer: str, *, filters: int = 8,
-                            palette: str = "default") -> Explained:
+                            palette: PaletteName = "default") -> Explained:
     """How the first ``filters`` filters of ``layer`` changed over training (rows: steps)."""
     steps = sorted(snapshots)
     if not steps:

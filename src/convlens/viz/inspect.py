@@ -12,6 +12,7 @@ from matplotlib.patches import Patch
 from convlens.errors import ConfigError
 from convlens.viz.describe import fmt, listing, top_indices
 from convlens.viz.figure import Explained, new_figure
+from convlens.viz.palettes import PaletteName
 from convlens.viz.palettes import palette as get_palette
 
 if TYPE_CHECKING:
@@ -21,12 +22,18 @@ if TYPE_CHECKING:
 __all__ = ["stats_figure", "topk_gallery"]
 
 
+def _array(values: object) -> np.ndarray:
+    """A tensor (on any device) or an array, as a NumPy array: drawn, not computed."""
+    cpu = getattr(values, "cpu", None)
+    return np.asarray(cpu() if callable(cpu) else values)
+
+
 def _ints(values: Sequence[int], limit: int = 10) -> str:
     v = [str(i) for i in values]
     return listing(v) if len(v) <= limit else ", ".join(v[:limit]) + f" and {len(v) - limit} more"
 
 
-def stats_figure(stats: LayerStats, *, palette: str = "default") -> Explained:
+def stats_figure(stats: LayerStats, *, palette: PaletteName = "default") -> Explained:
     """Per channel of one layer: mean ± std with the maximum, and how often it fires.
 
     Top panel: mean activation per channel with a one-standard-deviation bar and the
@@ -37,13 +44,13 @@ def stats_figure(stats: LayerStats, *, palette: str = "default") -> Explained:
     cmap = matplotlib.colormaps[pal.sequential]
     c = stats.channels
     ch = np.arange(c)
-    mean = stats.mean.numpy()
-    std = stats.std.numpy()
-    mx = stats.max.numpy()
-    active = stats.active_fraction.numpy()
-    zeros = stats.zero_fraction.numpy()
-    dead = stats.dead.numpy()
-    rare = stats.rare.numpy()
+    mean = _array(stats.mean)
+    std = _array(stats.std)
+    mx = _array(stats.max)
+    active = _array(stats.active_fraction)
+    zeros = _array(stats.zero_fraction)
+    dead = _array(stats.dead)
+    rare = _array(stats.rare)
 
     fig = new_figure(max(5.0, min(14.0, 1.5 + 0.22 * c)), 4.6)
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
@@ -101,7 +108,7 @@ def topk_gallery(
     *,
     channels: Sequence[int] | None = None,
     max_channels: int = 16,
-    palette: str = "default",
+    palette: PaletteName = "default",
 ) -> Explained:
     """One row per channel: its top-k input crops with their activation values.
 
@@ -117,9 +124,9 @@ def topk_gallery(
     if not rows:
         raise ConfigError("no channels to show")
     idx = [topk.row(c) for c in rows]
-    crops = topk.crops[idx].numpy().astype(np.float64)  # (R, k, C_in, h, w)
-    values = topk.values[idx].numpy()
-    inputs = topk.indices[idx].numpy()
+    crops = _array(topk.crops[idx]).astype(np.float64)  # (R, k, C_in, h, w)
+    values = _array(topk.values[idx])
+    inputs = _array(topk.indices[idx])
     k = crops.shape[1]
     n_in = crops.shape[2]
     show_filters = topk.filters is not None
@@ -139,7 +146,7 @@ def topk_gallery(
             ax.set_yticks([])
         if show_filters:
             assert topk.filters is not None  # for mypy: checked above
-            f = topk.filters[idx[r]].numpy().astype(np.float64)  # (C_in, kh, kw)
+            f = _array(topk.filters[idx[r]]).astype(np.float64)  # (C_in, kh, kw)
             fimg = f.mean(axis=0)
             m = float(np.abs(f).max()) or 1.0
             axes[r, 0].imshow(fimg, cmap=pal.diverging, vmin=-m, vmax=m, interpolation="nearest")
@@ -182,5 +189,5 @@ def topk_gallery(
     return Explained(
         fig, caption, alt, title=title,
         data={"layer": topk.layer, "channels": rows, "values": values, "indices": inputs, "crops": crops,
-              "filters": None if topk.filters is None else topk.filters[idx].numpy()},
+              "filters": None if topk.filters is None else _array(topk.filters[idx])},
     )

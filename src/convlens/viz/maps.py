@@ -9,6 +9,7 @@ from matplotlib.colors import Normalize
 from convlens.errors import ConfigError
 from convlens.viz.describe import fmt, listing, top_indices
 from convlens.viz.figure import Explained, new_figure
+from convlens.viz.palettes import PaletteName
 from convlens.viz.palettes import palette as get_palette
 
 
@@ -33,7 +34,7 @@ def maps_figure(
     input_label: str = "input",
     sort: bool = False,
     scale: str = "shared",
-    palette: str = "default",
+    palette: PaletteName = "default",
 ) -> Explained:
     """Draw ``image`` beside the feature maps ``maps`` (C, H, W) of ``layer``.
 
