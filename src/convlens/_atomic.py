@@ -69,8 +69,8 @@ class AtomicDir:
             if self.target.exists():
                 if not self.overwrite:
                     raise FileExistsError(f"{self.target} already exists")
-                old = _make_dir(self.target.parent, f"{self.target.name}.old-")
-                os.replace(self.target, old)  # an empty directory is replaced atomically
+                old = next(p for p in _unique(self.target.parent, f"{self.target.name}.old-") if not p.exists())
+                os.replace(self.target, old)
                 os.replace(self.path, self.target)
                 shutil.rmtree(old, ignore_errors=True)
             else:
