@@ -208,3 +208,21 @@ def test_the_default_demo_reaches_98_percent(tmp_path: Path, capsys: pytest.Capt
     assert acc >= 0.98, f"default demo reached {acc:.2%} test accuracy, below 98%"
     shown = re.search(r"test accuracy: ([0-9.]+)%", printed.out)
     assert shown is not None and float(shown.group(1)) == pytest.approx(100 * acc, abs=0.006)
+
+
+def test_the_demo_reads_each_split_once_and_trains_through_train_run(tmp_path: Path, tiny_dir: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import convlens.data
+
+    loaded: list[str] = []
+    load = convlens.data.load_dataset
+    monkeypatch.setattr(convlens.data, "load_dataset", lambda name, split, **kw: loaded.append(split) or load(name, split, **kw))
+    calls: list[dict[str, object]] = []
+    train_run = views.train_run
+    monkeypatch.setattr(views, "train_run", lambda out, **kw: calls.append(kw) or train_run(out, **kw))
+    result = tiny_demo(tmp_path / "out", tiny_dir)
+    assert loaded == ["train", "test"]  # the figures' input comes from the test split in memory
+    assert len(calls) == 1 and calls[0]["arch"] == "seed-cnn"
+    train, test = calls[0]["data"]  # type: ignore[misc]  # the (train, test) pair the demo loaded
+    assert (train.split, test.split) == ("train", "test")
+    assert result.accuracy == load_run(tmp_path / "out" / "run").test_accuracy
