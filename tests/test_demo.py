@@ -121,7 +121,7 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_demo(out: Path, tiny_dir: Path, **kwargs: object) -> DemoResult:
     with one_thread():
         return run_demo(out, data_dir=tiny_dir, device="cpu", config=TrainConfig(epochs=1, snapshot_every=1),
-                        layers=("conv1",), **kwargs)  # type: ignore[arg-type]
+                        layers=("conv1",), **kwargs)  # type: ignore[arg-type]  # the tests pass callbacks
 
 
 def test_an_existing_directory_that_is_not_a_demo_is_refused(tmp_path: Path, tiny_dir: Path) -> None:

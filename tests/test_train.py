@@ -24,6 +24,7 @@ from _helpers import (
     state_equal,
     train_recorded,
 )
+from convlens.data import ImageDataset
 from convlens.errors import ConfigError
 from convlens.models import build_model
 from convlens.models.run import load_run
@@ -90,12 +91,12 @@ def test_metrics_hold_epoch_means_of_the_real_step_losses(shared: Recording) -> 
     assert [s for s, _ in shared.step_stats] == list(range(1, 2 * STEPS_PER_EPOCH + 1))
 
 
-def _hand_evaluation(model: torch.nn.Module, test: object) -> tuple[float, float]:
+def _hand_evaluation(model: torch.nn.Module, test: ImageDataset) -> tuple[float, float]:
     """Oracle: normalise all test images by hand, one forward, mean loss and accuracy."""
-    x = (test.images.double() / 255.0 - test.mean[0]) / test.std[0]  # type: ignore[attr-defined]
+    x = (test.images.double() / 255.0 - test.mean[0]) / test.std[0]
     with torch.no_grad():
         logits = model.double()(x).float()
-    y = test.labels  # type: ignore[attr-defined]
+    y = test.labels
     return float(F.cross_entropy(logits, y)), float((logits.argmax(1) == y).float().mean())
 
 
@@ -233,7 +234,7 @@ def test_ctrl_c_in_epoch_2_leaves_a_valid_run_of_epoch_1(tmp_path: Path) -> None
     out = tmp_path / "run"
     with one_thread(), pytest.raises(KeyboardInterrupt) as info:
         train_recorded(out, TrainConfig(epochs=3, snapshot_every=3), extra_callbacks=(InterruptAt(STEPS_PER_EPOCH + 3),))
-    rec: Recording = info.value.recording  # type: ignore[attr-defined]
+    rec: Recording = info.value.recording  # type: ignore[attr-defined]  # train_recorded attaches it
     assert len(rec.epoch_states) == 1 and rec.ended == 1
     run = load_run(out)
     assert run.model.training is False
@@ -319,7 +320,7 @@ def test_devices_on_a_cpu_only_machine(tmp_path: Path) -> None:
 )
 def test_impossible_training_configs(kwargs: dict[str, object], fragment: str) -> None:
     with pytest.raises(ConfigError, match=fragment):
-        TrainConfig(**kwargs).validate()  # type: ignore[arg-type]
+        TrainConfig(**kwargs).validate()  # type: ignore[arg-type]  # impossible values on purpose
 
 
 def test_the_tutorial_recipe() -> None:
@@ -332,3 +333,36 @@ def test_the_tutorial_recipe() -> None:
 def test_divergence_is_reported(tmp_path: Path) -> None:
     with one_thread(), pytest.raises(ConfigError, match=r"diverged.*--lr"):
         train_recorded(tmp_path / "run", TrainConfig(steps=6, optimizer="sgd", lr=1e4, snapshot_every=0))
+
+
+# --- progress ------------------------------------------------------------------------------------
+
+
+def _feed(bar: RichProgress) -> None:
+    bar.on_start(4, 2)
+    bar.on_step(1, {"loss": 1.25, "acc": 0.5, "ips": 1234.0, "epoch": 1})
+    bar.on_epoch({"epoch": 1, "train_loss": 1.25, "test_loss": 1.5, "test_accuracy": 0.5})
+    bar.on_end()
+
+
+def test_progress_is_quiet_off_a_terminal_but_prints_the_epochs(capsys: pytest.CaptureFixture[str]) -> None:
+    _feed(RichProgress("seed-cnn"))  # stderr is captured: not a terminal
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert out == "epoch 1: train loss 1.2500, test loss 1.5000, test accuracy 50.00%\n"
+
+
+def test_progress_on_a_terminal_shows_loss_accuracy_and_speed() -> None:
+    from rich.console import Console
+
+    con = Console(file=io.StringIO(), force_terminal=True, width=200)
+    _feed(RichProgress("seed-cnn", console=con))
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", con.file.getvalue())
+    assert "seed-cnn" in text and "loss 1.2500" in text and "acc 50.0%" in text and "1,234 img/s" in text
+    assert "epoch 1: train loss 1.2500" in text
+
+
+def test_one_progress_factory_in_the_package() -> None:
+    src = Path(__file__).resolve().parents[1] / "src" / "convlens"
+    built = [str(p.relative_to(src)) for p in src.rglob("*.py") if re.search(r"\bProgress\(", p.read_text())]
+    assert built == ["_progress.py"]
