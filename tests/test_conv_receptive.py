@@ -297,7 +297,7 @@ def test_random_stacks_gradients_and_arithmetic_agree(case: tuple[list[dict[str,
     model = _positive(_torch_stack(layers))
     table = receptive_field(model, (1, *hw))
     for ours, walked in zip(numpy_table, table, strict=True):
-        assert (ours.rf, ours.jump, ours.lo, ours.hi) == (walked.rf, walked.jump, walked.lo, walked.hi)
+        assert (ours.rf, ours.jump, ours.lo, ours.hi, ours.units) == (walked.rf, walked.jump, walked.lo, walked.hi, walked.units)
         assert ours.output_shape == walked.output_shape[1:]
     # stacks of max pools route each sample's gradient to one pixel per window, so
     # reaching a border pixel needs many samples: 256 make a miss < 1e-9 likely
@@ -383,3 +383,135 @@ def test_elementwise_max_and_global_gating() -> None:
     x = torch.rand(1, 1, 16, 16, requires_grad=True)
     Gated()(x)[0, 0, 0, 0].backward()
     assert x.grad is not None and bool((x.grad != 0).all())  # the corner unit depends on every pixel
+
+
+# ------------------------------------------- regions at the border, checked unit by unit
+def _bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+    if not rows.size:
+        return None
+    return (int(rows.min()), int(rows.max()), int(cols.min()), int(cols.max()))
+
+
+def _assert_regions_exact(model: nn.Module, shape: tuple[int, ...], layer: str, units: list[tuple[int, int]], n: int = 32) -> FieldTable:
+    """Every unit of ``layer`` (border units included): a row flagged exact has the region,
+    clipped to the image, that the gradient support fills: the same first and last rows
+    and columns. A row not flagged exact must still contain the support."""
+    table = receptive_field(model, shape)
+    row = table[layer]
+    hw = shape[-2:]
+    for (i, j), mask in zip(units, _supports(model, layer, shape, units, n), strict=True):
+        (r0, r1), (c0, c1) = row.geometry.clipped(i, j, hw)
+        got = _bbox(mask)
+        where = f"{layer} unit ({i}, {j}): region rows {r0}..{r1} cols {c0}..{c1}, gradient {got}"
+        if got is None:
+            assert r0 > r1 or c0 > c1 or not row.exact, where
+            continue
+        assert r0 <= got[0] and got[1] <= r1 and c0 <= got[2] and got[3] <= c1, where
+        if row.exact:
+            assert got == (r0, r1, c0, c1), where
+    return table
+
+
+def test_border_unit_behind_pixels_a_floor_dropped() -> None:
+    """AlexNet-v2 (TF-slim layout) at 224: conv1 (11, stride 4, no padding) reads rows up
+    to 222 only, so row 223 reaches no unit; 'same' convolutions later pad the map, and a
+    border unit's nominal window then covers input rows that no unit of the map saw."""
+    c = 2
+    model = _positive(nn.Sequential(
+        nn.Conv2d(1, c, 11, stride=4), nn.ReLU(), nn.MaxPool2d(3, 2),
+        nn.Conv2d(c, c, 5, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2),
+        nn.Conv2d(c, c, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(c, c, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(c, c, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2),
+    ))
+    table = _assert_regions_exact(model, (1, 224, 224), "12", [(3, 3), (4, 4), (0, 0), (2, 2)], n=64)
+    # the published values (Araujo, Norris and Sim, Distill 2019): size 195, jump 32
+    assert table["12"].rf == (195, 195) and table["12"].jump == (32, 32)
+    assert table["12"].geometry.clipped(3, 3, (224, 224))[0] == (32, 218)
+
+
+def test_corner_unit_whose_dilated_taps_land_in_padding() -> None:
+    """Two padding='same' convolutions with even kernels, the second dilated: PyTorch pads
+    less at the top than at the bottom, and the corner unit's first tap reads padding."""
+    model = _positive(nn.Sequential(
+        nn.Conv2d(1, 1, 2, padding="same"),
+        nn.Conv2d(1, 1, 2, padding="same", dilation=3),
+    ))
+    units = [(0, 0), (1, 1), (0, 5), (5, 0), (4, 4), (9, 9), (8, 8)]
+    table = _assert_regions_exact(model, (1, 10, 10), "1", units, n=1)
+    assert table["1"].rf == (5, 5)  # the nominal window is unchanged
+
+
+def test_channel_slice_of_a_concatenation() -> None:
+    """cat(1×1 branch, 9×9 branch)[:, :1] keeps only the 1×1 branch: its units see one pixel."""
+
+    class Sliced(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Conv2d(1, 1, 1)
+            self.b = nn.Conv2d(1, 1, 9, padding=4)
+            self.head = nn.Conv2d(1, 1, 1)
+            self.both = nn.Conv2d(2, 1, 1)
+
+        def forward(self, x: Tensor) -> Tensor:
+            y = torch.cat([self.a(x), self.b(x)], dim=1)
+            return self.head(y[:, :1]) + self.both(y).mean() * 0 + self.head(y[:, 1:])
+
+    model = _positive(Sliced())
+    table = receptive_field(model, (1, 16, 16))
+    assert table["head"].rf == (1, 1) and table["head"].exact
+    assert table["head#2"].rf == (9, 9) and table["both"].rf == (9, 9)
+    x = torch.rand(1, 1, 16, 16, dtype=torch.float64, requires_grad=True)
+    y = torch.cat([model.a(x), model.b(x)], dim=1)
+    model.head(y[:, :1])[0, 0, 8, 8].backward()
+    assert x.grad is not None and int((x.grad != 0).sum()) == 1
+
+
+def test_padding_modes_see_the_pixels_they_copy() -> None:
+    """reflect, replicate and circular padding copy pixels into the border: a border unit
+    depends on them, and its region says so (zero padding reads none)."""
+    for mode in ("zeros", "reflect", "replicate", "circular"):
+        model = _positive(nn.Sequential(
+            nn.Conv2d(1, 1, 3, padding=2, padding_mode=mode),
+            nn.Conv2d(1, 1, 2, stride=2, padding=1, padding_mode=mode),
+        ))
+        units = [(0, 0), (1, 2), (4, 4), (5, 5), (0, 5)]
+        table = _assert_regions_exact(model, (1, 8, 8), "1", units, n=1)
+        assert table["1"].exact, mode
+
+
+def test_branches_keep_their_channels_through_pools_groups_and_splits() -> None:
+    """An Inception-style concatenation keeps one geometry per channel through ReLU,
+    pooling and padding; a grouped convolution and a split read only their own channels;
+    an ungrouped convolution combines them all."""
+
+    class Pick(nn.Module):
+        def forward(self, x: Tensor) -> Tensor:
+            return x[:, :1]
+
+    class Branches(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Conv2d(1, 2, 1)
+            self.b = nn.Conv2d(1, 2, 5, padding=2)
+            self.pool = nn.MaxPool2d(3, stride=1, padding=1)
+            self.grouped = nn.Conv2d(4, 2, 1, groups=2)
+            self.first = nn.Conv2d(2, 1, 1)
+            self.mixed = nn.Conv2d(4, 1, 1)
+            self.pick = Pick()
+
+        def forward(self, x: Tensor) -> Tensor:
+            y = self.pool(torch.relu(torch.cat([self.a(x), self.b(x)], dim=1)))
+            g = self.grouped(y)
+            head, _ = torch.split(y, 2, dim=1)
+            return self.pick(g) + self.first(head) + self.mixed(y) + F.pad(y, (1, 1, 1, 1))[:, :1, 1:-1, 1:-1]
+
+    model = _positive(Branches())
+    table = receptive_field(model, (1, 12, 12))
+    assert table["pool"].rf == (7, 7) and table["pool"].exact  # the union over channels
+    assert table["first"].rf == (3, 3) and table["first"].exact
+    assert table["mixed"].rf == (7, 7) and table["mixed"].exact
+    assert table["grouped"].rf == (7, 7) and table["pick"].rf == (3, 3) and table["pick"].exact
+    for layer in ("first", "mixed", "pick"):
+        _assert_regions_exact(model, (1, 12, 12), layer, [(0, 0), (5, 6), (11, 11)], n=48)

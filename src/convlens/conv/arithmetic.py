@@ -29,7 +29,7 @@ clipped to the image; negative or too large indices lie in the padding).
 from __future__ import annotations
 
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, SupportsIndex, TypeGuard
 
@@ -344,15 +344,57 @@ def output_size(
 
 
 # ----------------------------------------------------------------- receptive fields
+Span = tuple[int, int]
+Spans = tuple[Span, ...]
+EMPTY: Span = (0, -1)
+
+
+def _hull(spans: Iterable[Span]) -> Span:
+    """The smallest span holding every non-empty one of ``spans`` (:data:`EMPTY` if none)."""
+    seen = [s for s in spans if s[0] <= s[1]]
+    return (min(s[0] for s in seen), max(s[1] for s in seen)) if seen else EMPTY
+
+
+def _gather(spans: Spans, sources: Iterable[Iterable[int]]) -> Spans:
+    """For each output unit, the hull of the spans of the input units it reads; indices
+    outside ``0 .. len(spans) - 1`` are padding and read no pixel."""
+    n = len(spans)
+    return tuple(_hull(spans[i] for i in taps if 0 <= i < n) for taps in sources)
+
+
+def _padded_source(q: int, n: int, mode: str) -> int:
+    """The unit of an ``n``-long map that position ``q`` of the padded map copies (-1: a constant)."""
+    if 0 <= q < n or mode in ("constant", "zeros"):
+        return q
+    if mode == "replicate":
+        return min(max(q, 0), n - 1)
+    if mode == "circular":
+        return q % n
+    period = 2 * (n - 1)  # reflect: ... 2 1 | 0 1 2 ... n-1 | n-2 ...
+    m = q % period if period else 0
+    return period - m if m >= n else m
+
+
 @dataclass(frozen=True)
 class Geometry:
     """Where the units of one feature map look in the input image.
 
     ``jump`` is the distance in input pixels between neighbouring units; unit
     ``(i, j)`` sees input rows ``lo[0] + i*jump[0] .. hi[0] + i*jump[0]`` and columns
-    ``lo[1] + j*jump[1] .. hi[1] + j*jump[1]`` (inclusive, unclipped). A jump of
-    ``(0, 0)`` means every unit sees the same region; :meth:`whole` uses it for
+    ``lo[1] + j*jump[1] .. hi[1] + j*jump[1]`` (inclusive, unclipped): the *nominal*
+    window, the same for every unit, whose size and jump are the published ones. A
+    jump of ``(0, 0)`` means every unit sees the same region; :meth:`whole` uses it for
     maps that depend on the entire image (after global pooling or flattening).
+
+    ``units``, when known, is the true extent of every unit, per axis: ``units[0][i]``
+    the first and last input row that unit row ``i`` depends on, ``units[1][j]`` the
+    columns (:data:`EMPTY` = ``(0, -1)`` for a unit that sees only padding). It differs
+    from the nominal window at the border: taps that land in an intermediate map's
+    padding read no pixel, and a window that reaches past the pixels an earlier layer
+    read (a floor in the output size dropped them) does not see them either. It is
+    tracked when every step knows its map sizes (:meth:`identity` with a ``size``, then
+    ``out_size`` at every step), and :meth:`clipped` uses it.
+
     ``exact`` is False when the region is a safe over-estimate rather than exact.
     """
 
@@ -360,11 +402,15 @@ class Geometry:
     lo: Pair = (0, 0)
     hi: Pair = (0, 0)
     exact: bool = True
+    units: tuple[Spans, Spans] | None = field(default=None, repr=False)
 
     @classmethod
-    def identity(cls) -> Geometry:
-        """The input itself: every pixel sees itself."""
-        return cls()
+    def identity(cls, size: Pair | None = None) -> Geometry:
+        """The input itself: every pixel sees itself. With ``size`` (H, W), the true
+        extent of every unit is tracked from here (see ``units``)."""
+        if size is None:
+            return cls()
+        return cls(units=(tuple((i, i) for i in range(size[0])), tuple((j, j) for j in range(size[1]))))
 
     @classmethod
     def whole(cls, input_size: Pair, exact: bool = True) -> Geometry:
@@ -386,18 +432,34 @@ class Geometry:
         return ((self.lo[0] + self.hi[0]) / 2, (self.lo[1] + self.hi[1]) / 2)
 
     def region(self, i: int, j: int) -> tuple[Pair, Pair]:
-        """Inclusive input ``((row_lo, row_hi), (col_lo, col_hi))`` seen by unit (i, j)."""
+        """Inclusive input ``((row_lo, row_hi), (col_lo, col_hi))`` of unit (i, j)'s
+        nominal window (unclipped; it may reach into the padding)."""
         return (
             (self.lo[0] + i * self.jump[0], self.hi[0] + i * self.jump[0]),
             (self.lo[1] + j * self.jump[1], self.hi[1] + j * self.jump[1]),
         )
 
     def clipped(self, i: int, j: int, input_size: Pair) -> tuple[Pair, Pair]:
-        """:meth:`region` clipped to an image of ``input_size`` (empty if outside)."""
+        """The input pixels unit (i, j) sees, inside an image of ``input_size``: its true
+        extent where ``units`` is known (for a unit of the map), otherwise :meth:`region`
+        clipped to the image. A span with ``lo > hi`` is empty."""
         (r0, r1), (c0, c1) = self.region(i, j)
+        if self.units is not None and 0 <= i < len(self.units[0]) and 0 <= j < len(self.units[1]):
+            (r0, r1), (c0, c1) = self.units[0][i], self.units[1][j]
         return (
             (max(r0, 0), min(r1, input_size[0] - 1)),
             (max(c0, 0), min(c1, input_size[1] - 1)),
+        )
+
+    def _units_from(self, out_size: Pair | None, sources: Callable[[int, int, int], Iterable[int]]) -> tuple[Spans, Spans] | None:
+        """``units`` of the next map: output unit ``o`` on ``axis`` reads the input units
+        ``sources(axis, o, n_in)``."""
+        if self.units is None or out_size is None:
+            return None
+        rows, cols = self.units
+        return (
+            _gather(rows, (sources(0, o, len(rows)) for o in range(out_size[0]))),
+            _gather(cols, (sources(1, o, len(cols)) for o in range(out_size[1]))),
         )
 
     def conv(
@@ -406,11 +468,15 @@ class Geometry:
         stride: IntOrPair = 1,
         padding: IntOrPair = 0,
         dilation: IntOrPair = 1,
+        *,
+        out_size: Pair | None = None,
     ) -> Geometry:
         """The geometry after a convolution or pooling window.
 
         ``padding`` is the padding before the first row/column (top, left). Maps
-        ``(j, lo, hi)`` to ``(j*s, lo - j*p, hi + j*(d*(k-1) - p))`` per axis.
+        ``(j, lo, hi)`` to ``(j*s, lo - j*p, hi + j*(d*(k-1) - p))`` per axis. With the
+        output's ``out_size`` (H, W), ``units`` follows: output unit ``o`` reads input units
+        ``o*s - p + t*d`` for ``t = 0 .. k-1``, those inside the input map only.
         """
         k, s, p, d = (pair(kernel_size, "kernel_size"), pair(stride, "stride"), pair(padding, "padding"), pair(dilation, "dilation"))
         j = self.jump
@@ -419,14 +485,22 @@ class Geometry:
             lo=(self.lo[0] - j[0] * p[0], self.lo[1] - j[1] * p[1]),
             hi=(self.hi[0] + j[0] * (d[0] * (k[0] - 1) - p[0]), self.hi[1] + j[1] * (d[1] * (k[1] - 1) - p[1])),
             exact=self.exact,
+            units=self._units_from(out_size, lambda a, o, n: range(o * s[a] - p[a], o * s[a] - p[a] + d[a] * (k[a] - 1) + 1, d[a])),
         )
 
-    def shift(self, top: int, left: int) -> Geometry:
-        """The geometry after padding (or, for negative values, cropping) the map."""
+    def shift(self, top: int, left: int, *, out_size: Pair | None = None, mode: str = "constant") -> Geometry:
+        """The geometry after padding (or, for negative values, cropping) the map.
+
+        With the padded map's ``out_size``, ``units`` follows: ``mode`` is
+        ``torch.nn.functional.pad``'s (``constant`` pads see no pixel; ``reflect``,
+        ``replicate`` and ``circular`` pads see the units they copy).
+        """
+        before = (top, left)
         return replace(
             self,
             lo=(self.lo[0] - self.jump[0] * top, self.lo[1] - self.jump[1] * left),
             hi=(self.hi[0] - self.jump[0] * top, self.hi[1] - self.jump[1] * left),
+            units=self._units_from(out_size, lambda a, o, n: (_padded_source(o - before[a], n, mode),)),
         )
 
     def transpose(
@@ -436,10 +510,13 @@ class Geometry:
         padding: IntOrPair = 0,
         dilation: IntOrPair = 1,
         input_size: Pair | None = None,
+        *,
+        out_size: Pair | None = None,
     ) -> Geometry:
         """The geometry after a transposed convolution.
 
-        Exact for stride 1 (output unit ``o`` reads input units ``o + p - d(k-1) .. o + p``).
+        Exact for stride 1 (output unit ``o`` reads input units ``o + p - d(k-1) .. o + p``,
+        every ``d``-th, those inside the input map; ``units`` follows with ``out_size``).
         A larger stride makes the jump fractional; the result is then the whole
         image (``exact=False``, a safe over-estimate), which needs ``input_size``.
         """
@@ -454,21 +531,32 @@ class Geometry:
             lo=(self.lo[0] + j[0] * (p[0] - d[0] * (k[0] - 1)), self.lo[1] + j[1] * (p[1] - d[1] * (k[1] - 1))),
             hi=(self.hi[0] + j[0] * p[0], self.hi[1] + j[1] * p[1]),
             exact=self.exact,
+            units=self._units_from(out_size, lambda a, o, n: (o + p[a] - t * d[a] for t in range(k[a]))),
         )
 
     def union(self, other: Geometry, input_size: Pair | None = None) -> Geometry:
         """Geometry of a map that combines two maps unit by unit (residual add, concat).
 
-        With equal jumps: the smallest ``lo`` and largest ``hi``. Maps with different
-        jumps do not line up unit by unit; the result is then the whole image (an
-        over-estimate unless one of them already is global), which needs ``input_size``.
+        With equal jumps: the smallest ``lo`` and largest ``hi``, and unit by unit the
+        hull of the two ``units``. Maps with different jumps do not line up unit by unit;
+        the result is then the whole image (an over-estimate unless one of them already
+        is global), which needs ``input_size``. When only one side tracks ``units`` (or
+        their map sizes differ) the result keeps the nominal window, marked inexact.
         """
         if self.jump == other.jump:
+            a, b = self.units, other.units
+            units = None
+            if a is not None and b is not None and (len(a[0]), len(a[1])) == (len(b[0]), len(b[1])):
+                units = (
+                    tuple(_hull(pq) for pq in zip(a[0], b[0], strict=True)),
+                    tuple(_hull(pq) for pq in zip(a[1], b[1], strict=True)),
+                )
             return Geometry(
                 jump=self.jump,
                 lo=(min(self.lo[0], other.lo[0]), min(self.lo[1], other.lo[1])),
                 hi=(max(self.hi[0], other.hi[0]), max(self.hi[1], other.hi[1])),
-                exact=self.exact and other.exact,
+                exact=self.exact and other.exact and (units is not None or (a is None and b is None)),
+                units=units,
             )
         if input_size is None:
             raise ConfigError(f"cannot combine maps with jumps {self.jump} and {other.jump} without input_size")
@@ -491,7 +579,8 @@ class LayerField:
     ``output_shape`` excludes the batch dimension. ``rf``, ``jump``, ``start``,
     ``lo`` and ``hi`` are (height, width) in input pixels as in :class:`Geometry`.
     ``params`` counts the layer's own parameters and ``macs`` its multiply-accumulates
-    for one input sample.
+    for one input sample. ``exact`` and ``units`` (the true extent of every unit, used by
+    ``geometry.clipped``) are :class:`Geometry`'s.
     """
 
     name: str
@@ -505,6 +594,7 @@ class LayerField:
     params: int = 0
     macs: int = 0
     exact: bool = True
+    units: tuple[Spans, Spans] | None = field(default=None, repr=False)
 
     @classmethod
     def from_geometry(
@@ -528,11 +618,12 @@ class LayerField:
             params=int(params),
             macs=int(macs),
             exact=geometry.exact,
+            units=geometry.units,
         )
 
     @property
     def geometry(self) -> Geometry:
-        return Geometry(jump=self.jump, lo=self.lo, hi=self.hi, exact=self.exact)
+        return Geometry(jump=self.jump, lo=self.lo, hi=self.hi, exact=self.exact, units=self.units)
 
     def region(self, i: int, j: int) -> tuple[Pair, Pair]:
         """Inclusive input rows and columns seen by output unit (i, j) (unclipped)."""
@@ -706,7 +797,7 @@ def receptive_field_stack(
     [((28, 28), (5, 5), (1, 1)), ((14, 14), (6, 6), (2, 2))]
     """
     size = pair(input_size, "input_size")
-    geo = Geometry.identity()
+    geo = Geometry.identity(size)
     rows: list[LayerField] = []
     channels = in_channels
     for n, raw in enumerate(layers):
@@ -721,7 +812,7 @@ def receptive_field_stack(
             if spec.stride is None:
                 raise ConfigError(f"layer {name}: stride=None is only valid for pooling")
             plan = plan_conv(size, spec.kernel_size, spec.stride, spec.padding, spec.dilation)
-            geo = geo.conv(plan.kernel_size, plan.stride, (plan.pad[0], plan.pad[2]), plan.dilation)
+            geo = geo.conv(plan.kernel_size, plan.stride, (plan.pad[0], plan.pad[2]), plan.dilation, out_size=plan.out)
             out = plan.out
             if channels is not None and spec.out_channels is not None:
                 _check_groups(channels, spec.out_channels, spec.groups, name)
@@ -732,7 +823,7 @@ def receptive_field_stack(
             if isinstance(spec.padding, str) or spec.stride is None:
                 raise ConfigError(f"layer {name}: conv_transpose2d takes numeric stride and padding")
             tplan = plan_transpose(size, spec.kernel_size, spec.stride, spec.padding, spec.output_padding, spec.dilation)
-            geo = geo.transpose(tplan.kernel_size, tplan.stride, tplan.padding, tplan.dilation, input_size=pair(input_size, "input_size"))
+            geo = geo.transpose(tplan.kernel_size, tplan.stride, tplan.padding, tplan.dilation, input_size=pair(input_size, "input_size"), out_size=tplan.out)
             out = tplan.out
             if channels is not None and spec.out_channels is not None:
                 _check_groups(channels, spec.out_channels, spec.groups, name)
@@ -744,7 +835,7 @@ def receptive_field_stack(
                 raise ConfigError(f"layer {name}: pooling takes the padding as numbers")
             dil = spec.dilation if spec.kind == "maxpool" else 1
             pplan = plan_pool(size, spec.kernel_size, spec.stride, spec.padding, dil, spec.ceil_mode)
-            geo = geo.conv(pplan.kernel_size, pplan.stride, pplan.padding, pplan.dilation)
+            geo = geo.conv(pplan.kernel_size, pplan.stride, pplan.padding, pplan.dilation, out_size=pplan.out)
             out = pplan.out
         if spec.out_channels is not None and spec.kind in ("conv", "transpose"):
             channels = spec.out_channels

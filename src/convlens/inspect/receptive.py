@@ -1,18 +1,26 @@
 """Receptive fields of any ``nn.Module``, from one dry run.
 
 :func:`receptive_field` runs the model once on a zero input and follows the geometry
-(:class:`convlens.conv.Geometry`: jump and the input rows/columns of unit (0, 0))
-through the *tensors* rather than assuming a structure: a
+(:class:`convlens.conv.Geometry`: jump, the nominal window of unit (0, 0), and the true
+extent of every unit) through the *tensors* rather than assuming a structure: a
 ``torch.overrides.TorchFunctionMode`` sees every torch call and maps each tensor it
-produces to its geometry, and forward hooks attribute the results to module names.
+produces to the geometry of each of its channels, and forward hooks attribute the
+results to module names. A row's region is the union over the map's channels.
 
 How calls change the geometry:
 
 * ``conv2d``, ``max_pool2d``, ``avg_pool2d`` and ``pad`` apply the exact arithmetic;
   ``adaptive_*_pool2d`` too when the input divides evenly into the bins;
-  ``conv_transpose2d`` is exact for stride 1;
-* calls with several spatial inputs of the same size (residual ``+``, ``cat`` along
-  channels, gating) take the union of their inputs' regions;
+  ``conv_transpose2d`` is exact for stride 1. Unit by unit, taps that land in padding
+  read no pixel, so border units see only what the map's units saw (a floor in an
+  earlier output size, dilated taps in the padding); ``reflect``, ``replicate`` and
+  ``circular`` padding see the pixels they copy;
+* ``cat`` along channels keeps each input's channels; indexing, ``narrow``,
+  ``index_select`` and splits along channels pick theirs; a convolution combines the
+  channels of each group; pooling, padding, activations and arithmetic act channel by
+  channel. Any other call on channels that differ sees their union (``exact=False``);
+* calls with several spatial inputs of the same size (residual ``+``, gating) take the
+  union of their inputs' regions;
 * calls that keep the spatial size and do not mix positions (activations, batch norm,
   dropout, channel-wise ops) pass the geometry on;
 * anything else that changes or mixes the spatial layout (global pooling, flatten,
@@ -20,16 +28,15 @@ How calls change the geometry:
   different jumps) makes every unit see the whole image. Global reductions are exact;
   the others are marked as upper bounds (``exact=False``).
 
-Padding modes other than zeros (``reflect`` etc.) are treated like zero padding: the
-regions of units at the border then include mirrored pixels that the arithmetic places
-outside the image.
+Checked against the gradient support of single units (positive weights, float64) in
+``tests/test_conv_receptive.py``, border units included.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -73,6 +80,26 @@ _ALWAYS_MIX = {"matmul", "mm", "bmm", "einsum", "fliplr", "flipud", "rot90", "te
 _MOVE_AXES = {"transpose", "swapaxes", "swapdims", "permute", "movedim", "moveaxis"}
 _REDUCE = {"mean", "sum", "amax", "amin", "max", "min", "logsumexp", "std", "var", "norm", "nansum", "nanmean", "prod"}
 _MACS = {"linear", "matmul", "mm", "bmm", "__matmul__", "addmm"}
+# channel structure: concatenation and selection along the channel axis, ops that act on
+# each channel alone (the others mix channels, or might)
+_CAT = {"cat", "concat", "concatenate"}
+_SELECT = {"__getitem__", "narrow", "index_select", "split", "chunk", "tensor_split", "split_with_sizes"}
+_PER_CHANNEL = _MAX_POOL | _AVG_POOL | _ADAPTIVE | _PAD | {"interpolate", "upsample"}
+_POINTWISE = {
+    "add", "sub", "mul", "div", "true_divide", "neg", "abs", "exp", "log", "sqrt", "rsqrt", "square", "pow",
+    "reciprocal", "maximum", "minimum", "clamp", "clamp_min", "clamp_max", "clip", "where", "masked_fill",
+    "__add__", "__radd__", "__iadd__", "__sub__", "__rsub__", "__isub__", "__mul__", "__rmul__", "__imul__",
+    "__truediv__", "__rtruediv__", "__itruediv__", "__neg__", "__pow__", "__abs__",
+    "add_", "sub_", "mul_", "div_", "clamp_", "clamp_min_",
+    "relu", "relu_", "relu6", "hardtanh", "hardtanh_", "leaky_relu", "leaky_relu_", "elu", "elu_", "selu", "celu",
+    "gelu", "silu", "mish", "sigmoid", "sigmoid_", "tanh", "tanh_", "hardsigmoid", "hardswish", "softplus",
+    "prelu", "threshold", "threshold_", "logsigmoid", "softsign", "tanhshrink", "erf",
+    "batch_norm", "dropout", "dropout_", "dropout1d", "dropout2d", "alpha_dropout", "feature_alpha_dropout",
+    "contiguous", "clone", "detach", "to", "float", "double", "half", "type", "cpu", "cuda",
+}
+
+Chans = tuple[Geometry, ...]
+"""The geometry of a tensor's channels (axis -3): one per channel, or one for them all."""
 
 # positional parameter names of the functions whose arguments we read
 _SIGNATURES = {
@@ -119,7 +146,7 @@ class _Tracker:
 
     input_hw: Pair
     batch: int
-    geo: WeakIdKeyDictionary = field(default_factory=WeakIdKeyDictionary)
+    geo: WeakIdKeyDictionary = field(default_factory=WeakIdKeyDictionary)  # tensor -> Chans
     stack: list[_Frame] = field(default_factory=list)
     rows: list[tuple[str, str, Tensor, int, int]] = field(default_factory=list)
     calls: dict[str, int] = field(default_factory=dict)
@@ -138,6 +165,123 @@ class _Tracker:
             out = out.union(g, input_size=self.input_hw)
         return out
 
+    def merged(self, chans: Chans) -> Geometry:
+        """The geometry of a unit position over all channels: the union of theirs."""
+        return self.union(list({id(g): g for g in chans}.values()))
+
+    # -------------------------------------------------- channels with different geometries
+    def apply(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], known: list[tuple[Tensor, Chans]], outs: list[Tensor]) -> list[Chans]:
+        """The channel geometries of every output of one call.
+
+        While every channel of every input shares one geometry (the common case), the
+        rules below see that geometry. Channels differ after a concatenation of branches
+        (Inception); then selections along the channel axis pick their channels, a
+        convolution combines the channels of each group, per-channel ops (pooling,
+        padding, activations, arithmetic) act channel by channel, and any other call sees
+        the union over channels, marked inexact unless the result is global.
+        """
+        first, chans = known[0]
+        out = outs[0]
+        if name in _CAT:
+            got = self.concat(args, kwargs, out)
+            if got is not None:
+                return [got] * len(outs)
+        if name in _SELECT:
+            picked = self.select(name, args, kwargs, first, chans, outs)
+            if picked is not None:
+                return picked
+        if all(len(c) == 1 for _, c in known):
+            return [(self.rule(name, args, kwargs, first, [c[0] for _, c in known], out),)] * len(outs)
+        if name in _CONV or name in _CONV_T:
+            return [self.grouped(name, args, kwargs, first, chans, out)] * len(outs)
+        if name in _PER_CHANNEL or name in _POINTWISE:
+            c_out = int(out.shape[-3]) if out.dim() >= 3 else 0
+            spread = [_spread(c, v, c_out, self) for v, c in known]
+            if c_out and all(s is not None for s in spread):
+                cache: dict[tuple[int, ...], Geometry] = {}
+                per = []
+                for c in range(c_out):
+                    geos = [s[c] for s in spread if s is not None]
+                    key = tuple(id(g) for g in geos)
+                    if key not in cache:
+                        cache[key] = self.rule(name, args, kwargs, first, geos, out)
+                    per.append(cache[key])
+                return [_collapse(per)] * len(outs)
+        g = self.rule(name, args, kwargs, first, [self.merged(c) for _, c in known], out)
+        if not g.is_global:
+            g = replace(g, exact=False)  # which channels feed which is not known
+        return [(g,)] * len(outs)
+
+    def concat(self, args: tuple[Any, ...], kwargs: dict[str, Any], out: Tensor) -> Chans | None:
+        """``cat`` along the channel axis: the channels of the inputs, in order."""
+        tensors = args[0] if args else kwargs.get("tensors")
+        dim = kwargs.get("dim", args[1] if len(args) > 1 else 0)
+        nd = out.dim()
+        if nd < 3 or not isinstance(dim, int) or dim % nd != nd - 3 or not isinstance(tensors, (list, tuple)):
+            return None
+        parts: list[Geometry] = []
+        for v in tensors:
+            if not isinstance(v, Tensor) or v not in self.geo or v.dim() != nd:
+                return None  # a constant part: leave it to the generic rule
+            parts.extend(_channels(self.geo[v], v))
+        return _collapse(parts) if len(parts) == int(out.shape[-3]) else None
+
+    def select(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], first: Tensor, chans: Chans, outs: list[Tensor]) -> list[Chans] | None:
+        """Channels picked by indexing, ``narrow``, ``index_select`` or a split along the
+        channel axis (or any selection along a batch axis, which keeps them all)."""
+        nd = first.dim()
+        if nd < 3 or any(o.dim() != nd or _spatial(o) != _spatial(first) for o in outs):
+            return None
+        every = _channels(chans, first)
+        if name == "__getitem__":
+            index = args[1] if len(args) > 1 else None
+            items = list(index) if isinstance(index, tuple) else [index]
+            if items and items[0] is Ellipsis:
+                items = [slice(None)] * (nd - len(items) + 1) + items[1:]
+            if len(items) > nd or not all(isinstance(i, slice) for i in items):
+                return None
+            slices = [i for i in items if isinstance(i, slice)] + [slice(None)] * (nd - len(items))
+            if any(i != slice(None) for i in slices[nd - 2:]):
+                return None
+            picked = every[slices[nd - 3]]
+            return [_collapse(picked)] if len(picked) == int(outs[0].shape[-3]) else None
+        dim_pos = {"narrow": 1, "index_select": 1}.get(name, 2)
+        dim = kwargs.get("dim", args[dim_pos] if len(args) > dim_pos else 0)
+        if not isinstance(dim, int):
+            return None
+        axis = dim % nd
+        if axis < nd - 3:
+            return [chans] * len(outs)
+        if axis != nd - 3:
+            return None
+        if name == "narrow":
+            start, length = int(args[2]), int(args[3])
+            return [_collapse(every[start % len(every):][:length])]
+        if name == "index_select":
+            index = args[2] if len(args) > 2 else kwargs.get("index")
+            if not isinstance(index, Tensor):
+                return None
+            return [_collapse(tuple(every[int(i)] for i in index.reshape(-1).tolist()))]
+        result, offset = [], 0
+        for o in outs:  # the pieces of a split are consecutive along the axis
+            size = int(o.shape[-3])
+            result.append(_collapse(every[offset:offset + size]))
+            offset += size
+        return result if offset == len(every) else None
+
+    def grouped(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], first: Tensor, chans: Chans, out: Tensor) -> Chans:
+        """A convolution: every output channel of group ``g`` combines the input channels of group ``g``."""
+        groups = int(_arg(args, kwargs, "conv2d" if name in _CONV else "conv_transpose2d", "groups", 1))
+        every = _channels(chans, first)
+        c_in, c_out = len(every), int(out.shape[-3])
+        if groups < 1 or c_in % groups or c_out % groups:
+            raise ValueError("groups do not divide the channels")
+        per: list[Geometry] = []
+        for gi in range(groups):
+            part = every[gi * c_in // groups:(gi + 1) * c_in // groups]
+            per.extend([self.rule(name, args, kwargs, first, [self.merged(part)], out)] * (c_out // groups))
+        return _collapse(per)
+
     # ------------------------------------------------------------------ the rules
     def rule(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], first: Tensor, known: list[Geometry], out: Tensor) -> Geometry:
         g = known[0]
@@ -153,7 +297,7 @@ class _Tracker:
                 p = (0, 0)
             else:
                 p = pair(p_raw, "padding")
-            return g.conv(k, s, p, d)
+            return g.conv(k, s, p, d, out_size=_spatial(out))
         if name in _CONV_T:
             weight = _arg(args, kwargs, "conv_transpose2d", "weight", None)
             k = (int(weight.shape[-2]), int(weight.shape[-1]))
@@ -163,6 +307,7 @@ class _Tracker:
                 _arg(args, kwargs, "conv_transpose2d", "padding", 0),
                 _arg(args, kwargs, "conv_transpose2d", "dilation", 1),
                 input_size=self.input_hw,
+                out_size=_spatial(out),
             )
         if name in _MAX_POOL or name in _AVG_POOL:
             sig = "max_pool2d" if name in _MAX_POOL else "avg_pool2d"
@@ -171,7 +316,7 @@ class _Tracker:
             s = k if s_raw is None or (isinstance(s_raw, (list, tuple)) and len(s_raw) == 0) else pair(s_raw, "stride")
             p = pair(_arg(args, kwargs, sig, "padding", 0), "padding")
             d = pair(_arg(args, kwargs, sig, "dilation", 1), "dilation") if sig == "max_pool2d" else (1, 1)
-            return g.conv(k, s, p, d)
+            return g.conv(k, s, p, d, out_size=_spatial(out))
         if name in _ADAPTIVE:
             size_in, size_out = _spatial(first), _spatial(out)
             if size_in is None or size_out is None:
@@ -180,7 +325,7 @@ class _Tracker:
                 return self.whole(g.exact)
             if size_in[0] % size_out[0] == 0 and size_in[1] % size_out[1] == 0:
                 k = (size_in[0] // size_out[0], size_in[1] // size_out[1])
-                return g.conv(k, k)
+                return g.conv(k, k, out_size=size_out)
             return self.whole(False)
         if name == "linear":
             return self.whole(first.dim() <= 2)
@@ -188,7 +333,8 @@ class _Tracker:
             amounts = [int(v) for v in _arg(args, kwargs, "pad", "pad", ())]
             left = amounts[0] if len(amounts) >= 2 else 0
             top = amounts[2] if len(amounts) >= 4 else 0
-            return g.shift(top, left)
+            mode = str(_arg(args, kwargs, "pad", "mode", "constant"))
+            return g.shift(top, left, out_size=_spatial(out), mode=mode)
         return self.generic(name, args, kwargs, first, known, out)
 
     def generic(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], first: Tensor, known: list[Geometry], out: Tensor) -> Geometry:
@@ -241,7 +387,7 @@ class _GeometryMode(TorchFunctionMode):
         t = self.t
         flat_in = [v for v in _tensors((args, kwargs))]
         outs = [v for v in _tensors(out)]
-        known = [(v, t.geo[v]) for v in flat_in if v in t.geo]
+        known: list[tuple[Tensor, Chans]] = [(v, t.geo[v]) for v in flat_in if v in t.geo]
         if name in _MACS and outs:
             self._count_macs(name, args, outs[0])
         if not known or not outs:
@@ -251,11 +397,11 @@ class _GeometryMode(TorchFunctionMode):
         if name in _CONV or name in _CONV_T:
             macs = self._count_conv_macs(name, args, kwargs, first, outs[0])
         try:
-            geo = t.rule(name, args, kwargs, first, [g for _, g in known], outs[0])
+            geos = t.apply(name, args, kwargs, known, outs)
         except (ConfigError, TypeError, ValueError, IndexError, AttributeError):
-            geo = t.whole(False)  # an argument form we do not read: stay safe
-        for v in outs:
-            t.geo[v] = geo
+            geos = [(t.whole(False),)] * len(outs)  # an argument form we do not read: stay safe
+        for v, chans in zip(outs, geos, strict=True):
+            t.geo[v] = chans
         if name in _FUNCTIONAL_ROWS and t.stack and t.stack[-1].container:
             op = _CANONICAL.get(name, name)
             parent = t.stack[-1].name
@@ -291,6 +437,27 @@ def _tensors(value: Any) -> Iterator[Tensor]:
     elif isinstance(value, (tuple, list, dict)):
         for v in value.values() if isinstance(value, dict) else value:
             yield from _tensors(v)
+
+
+def _channels(chans: Chans, t: Tensor) -> Chans:
+    """``chans`` with one geometry per channel of ``t`` (axis -3)."""
+    return chans * int(t.shape[-3]) if len(chans) == 1 and t.dim() >= 3 else chans
+
+
+def _spread(chans: Chans, t: Tensor, c_out: int, tracker: _Tracker) -> Chans | None:
+    """The geometry that each of ``c_out`` output channels takes from input ``t``: its own
+    channel's, or the union over its channels where ``t`` broadcasts along the channel axis."""
+    if t.dim() >= 3 and int(t.shape[-3]) == c_out:
+        return _channels(chans, t)
+    if t.dim() < 3 or int(t.shape[-3]) == 1:
+        return (tracker.merged(chans),) * c_out
+    return None
+
+
+def _collapse(chans: Sequence[Geometry]) -> Chans:
+    """One geometry for all channels when they share it."""
+    head = chans[0]
+    return (head,) if all(g is head or g == head for g in chans) else tuple(chans)
 
 
 def _first_tensor(value: Any) -> Tensor | None:
@@ -349,7 +516,7 @@ def receptive_field(model: nn.Module, input_shape: Sequence[int]) -> FieldTable:
         raise ConfigError(f"input_shape={tuple(input_shape)}: give one sample's shape with its height and width, e.g. (1, 28, 28)")
     x = input_batch(model, shape)
     tracker = _Tracker(input_hw=(shape[-2], shape[-1]), batch=1)
-    tracker.geo[x] = Geometry.identity()
+    tracker.geo[x] = (Geometry.identity(tracker.input_hw),)
     with evaluating(model), _hooked(model, tracker):
         try:
             with _GeometryMode(tracker):
@@ -362,8 +529,9 @@ def receptive_field(model: nn.Module, input_shape: Sequence[int]) -> FieldTable:
             ) from exc
     rows = []
     for label, type_name, y, params, macs in tracker.rows:
-        geo = tracker.geo.get(y)
-        if geo is not None:
+        chans = tracker.geo.get(y)
+        if chans is not None:
+            geo = tracker.merged(chans)
             rows.append(LayerField.from_geometry(label, type_name, tuple(y.shape[1:]), geo, params, macs))
     return FieldTable(rows, shape, total_params=_params(model), total_macs=tracker.total_macs)
 
