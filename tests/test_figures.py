@@ -173,6 +173,14 @@ def test_the_chosen_input_is_the_first_test_seven(seven: views.ChosenInput) -> N
     assert seven.label == f"test digit 7 (index {first})"
 
 
+def test_the_input_can_come_from_a_split_in_memory(shared: Recording, seven: views.ChosenInput) -> None:
+    train, test = mnist_full()
+    given = views.choose_input(shared.run, digit=7, data=test)
+    assert given.label == seven.label and torch.equal(given.x, seven.x)
+    with pytest.raises(ConfigError, match="the data given is mnist train, not mnist test"):
+        views.choose_input(shared.run, digit=7, data=train)
+
+
 def _by_hand(model: Any, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """Oracle: the seed CNN's first two stages written out with torch.nn.functional."""
     out = {}

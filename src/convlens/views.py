@@ -9,7 +9,13 @@ choose inputs, read the model through :mod:`convlens.inspect` and :mod:`convlens
 >>> run = convlens.load_run("convlens-demo/run")                      # doctest: +SKIP
 >>> fig1 = filters(run, "conv1")                                     # doctest: +SKIP
 >>> fig2 = maps(run, choose_input(run, digit=7), "conv1", stage="relu")  # doctest: +SKIP
->>> convlens.viz.save(fig2, "figures", "maps-conv2")                   # doctest: +SKIP
+>>> convlens.viz.save(fig2, "figures", "maps-conv1")                   # doctest: +SKIP
+
+Any ``nn.Module`` will do, trained or not:
+
+>>> from convlens.models import build_model
+>>> filters(build_model("seed-cnn"), "conv2").title
+'conv2: 32 filters 5×5'
 
 The convolution views need no model:
 
@@ -216,11 +222,13 @@ def _class_label(cls: int, names: Sequence[str] | None) -> str:
     return f"class {names[cls]}" if names is not None and cls < len(names) else f"class {cls}"
 
 
-def _class_names(model: Source, class_names: Sequence[str] | None) -> Sequence[str] | None:
-    if class_names is not None:
+def _class_names(source: Source, class_names: Sequence[str] | None) -> Sequence[str] | None:
+    """``class_names`` if given, else those of the run's or handle's dataset."""
+    from torch import nn
+
+    if class_names is not None or isinstance(source, nn.Module):
         return class_names
-    data = getattr(model, "data", None) or getattr(getattr(model, "config", None), "data", None)
-    return tuple(data.classes) if data is not None and data.classes else None
+    return tuple(_handle(source).data.classes) or None
 
 
 def cam_view(
