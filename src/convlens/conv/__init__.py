@@ -21,17 +21,17 @@ from convlens.conv.arithmetic import (
     parse_params,
     receptive_field_stack,
 )
-from convlens.conv.explain import Explanation, explain, parse_matrix, to_float_image
+from convlens.conv.explain import Trace, explain, parse_kernel, parse_matrix, to_float_image
 from convlens.conv.kernels import KERNELS, apply, filter_map, kernel, list_kernels
 from convlens.conv.ops import avg_pool2d, conv2d, conv_transpose2d, max_pool2d, pad2d
 
 __all__ = [
     "KERNELS",
-    "Explanation",
     "FieldTable",
     "Geometry",
     "LayerField",
     "LayerSpec",
+    "Trace",
     "apply",
     "avg_pool2d",
     "conv2d",
@@ -43,6 +43,7 @@ __all__ = [
     "max_pool2d",
     "output_size",
     "pad2d",
+    "parse_kernel",
     "parse_layer",
     "parse_matrix",
     "parse_params",

@@ -260,7 +260,3 @@ def to_float_image(image: ArrayLike) -> NDArray[np.float64]:
     x = np.asarray(image)
     scale = 255.0 if x.dtype == np.uint8 else 1.0
     return _as_chw(x.astype(np.float64) / scale)
-
-
-#: The old name of :class:`Trace`, kept while :mod:`convlens.conv` (``__init__``) still exports it.
-Explanation = Trace

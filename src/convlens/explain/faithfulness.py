@@ -141,7 +141,12 @@ def perturbation_curves(
     if mode == "deletion":
         fill = baseline_like(baseline, x)
     else:
-        fill = blur(x) if isinstance(start, str) and start == "blur" else baseline_like(start, x)  # type: ignore[arg-type]
+        if isinstance(start, str):
+            if start != "blur":
+                raise ConfigError(f"unknown start {start!r}: use 'blur', a number or a tensor")
+            fill = blur(x)
+        else:
+            fill = baseline_like(start, x)
     order = maps.reshape(n, -1).argsort(dim=1, descending=True, stable=True)
     ranks = torch.empty_like(order).scatter_(1, order, torch.arange(h * w, device=x.device).expand(n, -1))
     counts = torch.tensor(pixel_counts(h, w, steps), device=x.device)
@@ -436,8 +441,7 @@ def _images(data: ImageDataset | Tensor, n: int | None, seed: int) -> tuple[Tens
 def _sample(total: int, n: int | None, seed: int) -> Tensor:
     if n is None or n >= total:
         return torch.arange(total)
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ConfigError(f"n must be a positive number of images, got {n!r}")
+    positive_int("n", n)
     return torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n].sort().values
 
 
