@@ -3,9 +3,10 @@
 Each test pins one statement of the docs about torch-cam 0.5.0 or pytorch-grad-cam 1.5.4
 to numbers on a tiny plain-torch model in float64: the peer equals the formula the docs
 give for it, and (where the docs say so) differs from the paper's formula or from
-convlens. The peers are optional: ``pip install --no-deps torchcam==0.5.0
-grad-cam==1.5.4 ttach==0.0.3`` and ``pip install opencv-python-headless scipy
-scikit-learn``; each test is skipped when its peer is missing.
+convlens. torch-cam comes with the ``test`` extra; pytorch-grad-cam requires torchvision,
+so it is installed apart: ``pip install --no-deps grad-cam==1.5.4 ttach==0.0.3`` and
+``pip install opencv-python-headless scipy scikit-learn``. Each test is skipped when its
+peer is missing.
 
 pytorch-grad-cam imports torchvision at import time (``utils/image.py`` and
 ``utils/model_targets.py``) only for names these tests never call; torchvision is not

@@ -65,8 +65,11 @@ class GradCAMPlusPlus(GradientCAM):
     ``alpha = G^2 / (2 G^2 + (sum_ab A_k(a, b)) G^3)`` (0 where that denominator is 0).
 
     The closed form of the paper's Eq. 19 for an exponential output, as in the authors'
-    code and pytorch-grad-cam. torch-cam instead uses ``sum_ab A_k(a, b) G_k(a, b)^3`` in
-    the denominator (the cube summed over positions), which is not the paper's formula.
+    code and pytorch-grad-cam (which adds ``1e-6`` to the denominator, enough to move
+    the weights by percents when gradients are small). torch-cam 0.5.0 computes
+    ``alpha = G^2``, i.e. ``w_k = sum_ij G^2 ReLU(G)``: it divides ``alpha[mask]``, a copy
+    made by boolean indexing, in place, so its denominator is never applied.
+    ``tests/test_explain_peers.py`` checks both.
     """
 
     name = "gradcam++"
@@ -123,7 +126,9 @@ class EigenCAM(LayerMethod):
     first right singular vector, the map is ``M v``. As in the paper, ``M`` is not centred
     (pytorch-grad-cam centres it, which changes the map). The sign of ``v`` is arbitrary;
     convlens picks the one whose map sums to a non-negative value, which for
-    non-negative activations (after a ReLU) is the usual all-positive map. Needs no
+    non-negative activations (after a ReLU) is the usual all-positive map.
+    pytorch-grad-cam keeps whichever sign the SVD returns, so the equally valid
+    ``(-U, S, -V^T)`` gives it another map (``tests/test_explain_peers.py``). Needs no
     gradients and ignores the target: the map is the same for every class.
     """
 
@@ -179,7 +184,10 @@ class ScoreCAM(ChannelPerturbation):
     upsamples to the input size (bilinear) and ``s`` min-max scales to [0, 1].
 
     As in the authors' code, a channel that is constant over the image gives no mask and
-    weight 0 (its masked input is not run). For a function target the weight is that
+    weight 0 (its masked input is not run). ``Up`` uses pixel centres
+    (``align_corners=False``); pytorch-grad-cam upsamples its masks with
+    ``nn.UpsamplingBilinear2d`` (``align_corners=True``) and takes a softmax over channels
+    of the masked logits instead of the class probability. For a function target the weight is that
     function of the masked input's logits. The ``1 + K`` forward passes (the image, then
     its masked copies) run ``batch_size`` masked inputs at a time, without gradients;
     masks are built per batch, so memory is bounded by ``batch_size``.
