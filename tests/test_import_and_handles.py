@@ -39,6 +39,18 @@ def test_import_refuses_pickled_code_and_writes_nothing(tmp_path: Path) -> None:
     assert not (tmp_path / "run").exists()
 
 
+def test_pickle_refusal_names_what_was_found_and_never_advises_weights_only_false(tmp_path: Path) -> None:
+    # issue #11, finding 6: torch's text, cut at 200 characters, ended by advising
+    # "Re-running `torch.load` with `weights_only` set to `False`" without its warning
+    torch.save({"conv1.weight": _Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(ModelLoadError) as info:
+        import_weights(tmp_path / "evil.pt", tmp_path / "run")
+    message = str(info.value)
+    assert "False" not in message and "trust" not in message
+    assert "Unsupported global: GLOBAL print" in message  # what torch found stays in the line
+    assert "torch.save(model.state_dict(), path)" in message
+
+
 def test_import_names_missing_tensors(tmp_path: Path) -> None:
     torch.save({"fc.weight": torch.zeros(10, 1568)}, tmp_path / "part.pt")
     with pytest.raises(RunError, match=r"missing 5: conv1\.weight"):

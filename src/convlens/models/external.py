@@ -36,6 +36,26 @@ class ModelLoadError(ConvlensError, ValueError):
     """A ``module:factory`` spec or a weights file could not give a model."""
 
 
+# torch's refusal text advises re-running with weights_only=False or allow-listing the
+# file's globals "if you trust" it; a refusal of a possibly malicious file must not pass
+# that advice on, so only the sentences that say what was found are kept.
+_ADVICE = re.compile(
+    r"weights_only|trust|arbitrary code|safe_globals|allowlist|documentation|load failed|https?://", re.IGNORECASE
+)
+
+
+def _refusal_reason(exc: BaseException, limit: int = 200) -> str:
+    """What ``torch.load`` found in ``exc``'s text, without torch's advice on loading it anyway.
+
+    >>> _refusal_reason(RuntimeError("Weights only load failed. Re-running `torch.load` with "
+    ...     "`weights_only` set to `False` will likely succeed.\\n\\nUnsupported global: GLOBAL os.system."))
+    'Unsupported global: GLOBAL os.system.'
+    """
+    sentences = (s.strip() for line in str(exc).splitlines() for s in re.split(r"(?<=[.!?])\s+", line))
+    reason = " ".join(s for s in sentences if s and not _ADVICE.search(s)) or type(exc).__name__
+    return reason if len(reason) <= limit else reason[: limit - 1].rstrip() + "…"
+
+
 def load_state_dict_file(path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu") -> dict[str, Tensor]:
     """Read a state dict (name -> tensor) from ``.safetensors`` or a torch file, safely.
 
@@ -57,9 +77,8 @@ def load_state_dict_file(path: str | os.PathLike[str], *, map_location: str | to
     try:
         obj: Any = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ModelLoadError(
-            f"{p.name} cannot be read as a state dict with weights_only=True ({first[:200]}); "
+            f"{p.name} cannot be read as a state dict with weights_only=True ({_refusal_reason(exc)}); "
             "save it with torch.save(model.state_dict(), path) or as .safetensors"
         ) from exc
     if isinstance(obj, dict):
