@@ -20,6 +20,7 @@ torch.Size([1, 2, 3, 3])
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -53,7 +54,8 @@ def prepare(model: nn.Module, x: Any) -> Tensor:
             f"x must be a float tensor normalised as the model expects, got dtype {x.dtype}; "
             "e.g. dataset.item(i)[0] or convlens.data.normalise(pixels, mean, std)"
         )
-    reference = next((t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()), None)
+    tensors = itertools.chain(model.parameters(), model.buffers())
+    reference = next((t for t in tensors if t.is_floating_point()), None)  # the first is enough
     if reference is not None:
         x = x.to(device=reference.device, dtype=reference.dtype)
     return x.detach()

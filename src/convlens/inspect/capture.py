@@ -45,6 +45,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
 
 from convlens.errors import ConfigError, ConvlensError, LayerError, unknown_name
 from convlens.inspect.targets import Target, plan_targets
@@ -136,19 +137,30 @@ def hooked(
     every thread, for ``nn.DataParallel``'s replicas). ``always_call`` runs ``after`` even
     when the module raised (see ``register_forward_hook``).
     """
-    thread = None if any_thread else threading.get_ident()
-    handles: list[torch.utils.hooks.RemovableHandle] = []
+    handles: list[RemovableHandle] = []
     try:
-        for name, module in modules.items():
-            _check_hookable(name, module)
-            if before is not None:
-                handles.append(module.register_forward_pre_hook(_pre(before, name, thread)))
-            if after is not None:
-                handles.append(module.register_forward_hook(_post(after, name, thread), always_call=always_call))
+        _register(handles, modules, before, after, always_call=always_call, any_thread=any_thread)
         yield
     finally:
-        for handle in handles:
-            handle.remove()
+        _remove(handles)
+
+
+def _register(handles: list[RemovableHandle], modules: Mapping[str, nn.Module], before: Before | None,
+              after: After | None, *, always_call: bool = False, any_thread: bool = False) -> None:
+    """Register the hooks of :func:`hooked`, appending each handle to ``handles`` as it is
+    made (so that a failure halfway leaves nothing the caller cannot remove)."""
+    thread = None if any_thread else threading.get_ident()
+    for name, module in modules.items():
+        _check_hookable(name, module)
+        if before is not None:
+            handles.append(module.register_forward_pre_hook(_pre(before, name, thread)))
+        if after is not None:
+            handles.append(module.register_forward_hook(_post(after, name, thread), always_call=always_call))
+
+
+def _remove(handles: list[RemovableHandle]) -> None:
+    while handles:
+        handles.pop().remove()
 
 
 def _pre(fn: Before, name: str, thread: int | None) -> Callable[[nn.Module, tuple[Any, ...]], Any]:
@@ -223,8 +235,8 @@ class Capture(Mapping[str, Captured]):
         self.inputs = bool(inputs)
         self._values: dict[str, list[Any]] = {name: [] for name in self.layers}
         self._grads: dict[str, dict[int, Tensor]] = {name: {} for name in self.layers}
-        self._tensor_hooks: list[torch.utils.hooks.RemovableHandle] = []
-        self._stack: contextlib.ExitStack | None = None
+        self._handles: list[RemovableHandle] = []  # forward hooks, then tensor hooks
+        self._active = False
 
     # -- what a hook does --------------------------------------------------------------------
 
@@ -259,7 +271,7 @@ class Capture(Mapping[str, Captured]):
         def record(grad: Tensor) -> None:
             grads[index] = grad.detach()
 
-        self._tensor_hooks.append(live.register_hook(record))
+        self._handles.append(live.register_hook(record))
         return live.clone()  # what the model goes on with: in-place changes cannot reach `live`
 
     def _before(self, name: str, module: nn.Module, args: tuple[Any, ...]) -> Any:
@@ -272,13 +284,16 @@ class Capture(Mapping[str, Captured]):
     # -- context manager ---------------------------------------------------------------------
 
     def __enter__(self) -> Capture:
-        if self._stack is not None:
+        if self._active:
             raise CaptureError("this capture is already active; make a new one with capture(...)")
         self.clear()
-        stack = contextlib.ExitStack()
-        taps = {"before": self._before} if self.inputs else {"after": self._after}
-        stack.enter_context(hooked(self._modules, any_thread=isinstance(self.model, nn.DataParallel), **taps))
-        self._stack = stack
+        self._active = True
+        try:
+            _register(self._handles, self._modules, self._before if self.inputs else None,
+                      None if self.inputs else self._after, any_thread=isinstance(self.model, nn.DataParallel))
+        except BaseException:
+            self.remove_hooks()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -286,14 +301,8 @@ class Capture(Mapping[str, Captured]):
 
     def remove_hooks(self) -> None:
         """Remove everything this capture added to the model. Safe to call any number of times."""
-        stack, self._stack = self._stack, None
-        try:
-            if stack is not None:
-                stack.close()
-        finally:
-            hooks, self._tensor_hooks = self._tensor_hooks, []
-            for handle in hooks:
-                handle.remove()
+        _remove(self._handles)
+        self._active = False
 
     def clear(self) -> None:
         """Forget everything recorded so far (between forward passes of one ``with`` block)."""
