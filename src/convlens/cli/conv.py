@@ -103,6 +103,20 @@ def _position(text: str | None) -> tuple[int, int] | None:
     return (i, j)
 
 
+def _input_size(text: str) -> int | tuple[int, int]:
+    """'28' -> 28, '28,32' or '28x32' -> (28, 32); anything else a ConfigError (parsing only)."""
+    from convlens.errors import ConfigError
+
+    parts = text.strip().replace("×", ",").replace("x", ",").split(",")
+    try:
+        size = tuple(int(v) for v in parts)
+    except ValueError:
+        size = ()
+    if len(size) not in (1, 2) or min(size) < 1:
+        raise ConfigError(f"--input-size {text!r} is not a size: give N or H,W in whole pixels, e.g. 28 or 28,32")
+    return size[0] if len(size) == 1 else (size[0], size[1])
+
+
 # ---------------------------------------------------------------------- shape
 @conv.command()
 @model_source
@@ -139,8 +153,7 @@ def shape(run: Path | None, spec: str | None, weights: Path | None, dataset: str
     else:
         if not layer_specs or input_size is None:
             raise ConfigError("give --input-size and at least one --layer (e.g. --input-size 28 --layer conv:k=5,p=2), or a model (RUN)")
-        size = tuple(int(v) for v in input_size.replace("x", ",").split(","))
-        table = receptive_field_stack([parse_layer(s) for s in layer_specs], size if len(size) == 2 else size[0])
+        table = receptive_field_stack([parse_layer(s) for s in layer_specs], _input_size(input_size))
     out = Table(title=f"input {'×'.join(str(v) for v in table.input_shape)}", title_justify="left")
     for n, name in enumerate(COLUMNS):
         out.add_column(name, justify="left" if n < 2 else "right")

@@ -11,6 +11,7 @@ paper comes out as a bright digit on black. ``invert=True`` or ``False`` forces 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -19,7 +20,12 @@ import torch
 
 from convlens.errors import ConfigError, ImageError
 
-__all__ = ["border_is_brighter", "load_image"]
+__all__ = ["MAX_IMAGE_PIXELS", "border_is_brighter", "load_image"]
+
+#: The largest image :func:`load_image` reads, in pixels (width × height): Pillow's own
+#: decompression-bomb limit (about 89 megapixels, e.g. 9459×9459). Larger files are
+#: refused before their pixel data is decoded.
+MAX_IMAGE_PIXELS = 89_478_485
 
 
 def border_is_brighter(gray: np.ndarray) -> bool:
@@ -33,6 +39,14 @@ def border_is_brighter(gray: np.ndarray) -> bool:
     border = np.concatenate([g[:b].ravel(), g[-b:].ravel(), g[b:-b, :b].ravel(), g[b:-b, -b:].ravel()])
     centre = g[h // 4: h - h // 4, w // 4: w - w // 4]
     return bool(border.mean() > centre.mean())
+
+
+def _check_pixels(path: Path, width: int, height: int) -> None:
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImageError(
+            f"image file {path} is {width}×{height} pixels ({width * height:,}), more than the "
+            f"{MAX_IMAGE_PIXELS:,} convlens reads; scale it down (e.g. to 280×280) and pass the smaller file"
+        )
 
 
 def load_image(
@@ -69,7 +83,11 @@ def load_image(
     if not p.is_file():
         raise ImageError(f"image path {p} is not a file")
     try:
-        with Image.open(p) as opened:
+        with warnings.catch_warnings():  # Pillow warns above its limit; convlens refuses there itself
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(p)
+        with opened:
+            _check_pixels(p, *opened.size)
             opened.load()
             img = ImageOps.exif_transpose(opened) or opened
             if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
@@ -77,6 +95,13 @@ def load_image(
                 white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
                 img = Image.alpha_composite(white, rgba)
             img = img.convert("L" if channels == 1 else "RGB")
+    except ImageError:
+        raise
+    except Image.DecompressionBombError:  # Pillow's guard, from a header it read before convlens could
+        raise ImageError(
+            f"image file {p} is larger than the {MAX_IMAGE_PIXELS:,} pixels convlens reads; "
+            "scale it down (e.g. to 280×280) and pass the smaller file"
+        ) from None
     except UnidentifiedImageError:
         raise ImageError(f"{p} is not an image file Pillow can read (PNG, JPEG, BMP, ...)") from None
     except (OSError, ValueError, SyntaxError) as exc:  # truncated or corrupt data

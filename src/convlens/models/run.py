@@ -32,19 +32,26 @@ from typing import Any
 import torch
 from torch import nn
 
-from convlens._atomic import atomic_dir
+from convlens._atomic import atomic_dir, check_replaceable, claim
 from convlens.errors import RunError
 from convlens.models.builder import build_cnn
 from convlens.models.config import CNNConfig
 from convlens.models.state import state_dict_mismatch
 
 CONFIG, WEIGHTS, METRICS, SNAPSHOTS = "config.json", "model.safetensors", "metrics.json", "snapshots"
+#: What a run directory holds that convlens wrote (besides figures, which their sidecars list).
+RUN_FILES = (CONFIG, WEIGHTS, METRICS, SNAPSHOTS, f"{SNAPSHOTS}/filters.safetensors", "figures")
 FORMAT_VERSION = 1
 
 
 @dataclass
 class DataSpec:
-    """Where the training data came from and how inputs are normalised."""
+    """Where the training data came from and how inputs are normalised.
+
+    ``fingerprints`` holds, per split, the :class:`convlens.data.fingerprint.Fingerprint`
+    of the data the model was trained and tested on (as dicts; empty in runs written
+    before convlens recorded them), so later data can be checked against it.
+    """
 
     name: str
     source: str
@@ -53,6 +60,7 @@ class DataSpec:
     std: tuple[float, ...]
     train_size: int = 0
     test_size: int = 0
+    fingerprints: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DataSpec:
@@ -137,18 +145,15 @@ class Run:
         return load_snapshots(self.path)[0]
 
 
-def ensure_replaceable(path: str | os.PathLike[str]) -> None:
-    """Refuse to write a run over anything that is not an earlier run (or empty).
+def ensure_replaceable(path: str | os.PathLike[str], *, overwrite: bool = False) -> None:
+    """Refuse to write a run where it would lose something (the output policy of
+    :func:`convlens._atomic.check_replaceable`).
 
-    A run directory is replaced as a whole, so ``--out ~/thesis`` must not be taken.
+    An earlier run (with the figures convlens drew from it) is replaced only with
+    ``overwrite`` (``--force``); a directory holding anything convlens did not write
+    (``--out ~/thesis``, a note beside the figures) is never replaced: the error lists it.
     """
-    p = Path(path)
-    if not p.exists():
-        return
-    if not p.is_dir():
-        raise RunError(f"{p} exists and is a file, not a run directory; choose another --out")
-    if any(p.iterdir()) and not (p / CONFIG).is_file():
-        raise RunError(f"{p} exists and is not a convlens run; choose another --out or remove it")
+    check_replaceable(path, overwrite=overwrite, what="run", known=RUN_FILES)
 
 
 def save_run(
@@ -158,21 +163,29 @@ def save_run(
     metrics: dict[str, Any],
     snapshots: dict[int, torch.Tensor] | None = None,
     snapshot_layer: str = "conv1",
+    *,
+    overwrite: bool = False,
 ) -> Path:
-    """Write a complete run directory atomically (replacing an older one at ``path``)."""
-    from safetensors.torch import save_file
+    """Write a complete run directory atomically.
+
+    An earlier run at ``path`` is replaced only with ``overwrite``, and never if the
+    directory holds files convlens did not write (:func:`ensure_replaceable`). Every file
+    gets the permissions a plain ``open`` gives (the umask decides, as for the JSON).
+    """
+    from safetensors.torch import save
 
     path = Path(path)
+    ensure_replaceable(path, overwrite=overwrite)
     with atomic_dir(path) as tmp:
         (tmp / CONFIG).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-        save_file({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, str(tmp / WEIGHTS))
+        # bytes written with open(), not safetensors' save_file, which makes files private (0600)
+        (tmp / WEIGHTS).write_bytes(save({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}))
         if snapshots:
             (tmp / SNAPSHOTS).mkdir()
-            save_file(
+            (tmp / SNAPSHOTS / "filters.safetensors").write_bytes(save(
                 {f"step_{step:08d}": w.detach().cpu().contiguous() for step, w in snapshots.items()},
-                str(tmp / SNAPSHOTS / "filters.safetensors"),
                 metadata={"layer": snapshot_layer},
-            )
+            ))
         # metrics last: a directory with metrics.json is a finished write
         (tmp / METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
     return path
@@ -186,8 +199,13 @@ def _read_json(path: Path) -> dict[str, Any]:
             f"{path.parent} is not a convlens run: {path.name} is missing "
             "(create one with `convlens train` or `convlens demo`)"
         ) from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise RunError(f"cannot read {path}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise RunError(
+            f"{path} is not a text file (byte {exc.start} is not UTF-8), so not the JSON convlens wrote; "
+            f"restore {path.name} from a copy or create the run again with `convlens train`"
+        ) from None
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: JSONDecodeError, a 5000-digit number
+        raise RunError(f"cannot read {path}: {exc}; restore {path.name} from a copy or create the run again") from None
     if not isinstance(data, dict):
         raise RunError(f"cannot read {path}: expected a JSON object")
     return data
@@ -208,17 +226,19 @@ def load_run(path: str | os.PathLike[str], *, device: str | torch.device = "cpu"
     raw = _read_json(path / CONFIG)
     try:
         config = RunConfig.from_dict(raw)
-    except (KeyError, TypeError, ValueError) as exc:
+        with torch.device("meta"):  # shapes only: a config asking for a huge model allocates nothing
+            expected = build_cnn(config.model).state_dict()
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:  # ConfigError is a ValueError
         raise RunError(f"{path / CONFIG} is not a valid run config ({exc}); was it written by convlens?") from None
     metrics = _read_json(path / METRICS)
-    model = build_cnn(config.model)
     try:
         state = load_file(str(path / WEIGHTS), device=str(device))
     except (FileNotFoundError, SafetensorError, OSError) as exc:
         raise RunError(f"cannot read the weights {path / WEIGHTS}: {exc}") from None
-    problem = state_dict_mismatch(model.state_dict(), state)
+    problem = state_dict_mismatch(expected, state)
     if problem:
         raise RunError(f"{path / WEIGHTS} does not match {path / CONFIG}: {problem}; was one of them replaced?")
+    model = build_cnn(config.model)
     model.load_state_dict(state)
     model.to(device).eval()
     return Run(path=path, config=config, model=model, metrics=metrics)
@@ -248,8 +268,12 @@ def import_weights(
     *,
     arch: str = "seed-cnn",
     dataset: str = "mnist",
+    overwrite: bool = False,
 ) -> Run:
     """Make a run directory from a foreign state dict for a registered architecture.
+
+    ``out`` follows the output policy of :func:`save_run`: an earlier run there is
+    replaced only with ``overwrite``, and a second process writing ``out`` meanwhile fails.
 
     ``weights`` is a ``.pt``/``.pth`` file, read only with
     ``torch.load(weights_only=True)`` (no pickled code runs), or a ``.safetensors``
@@ -257,12 +281,18 @@ def import_weights(
     weights came from; its metrics hold no epochs (it was not trained here).
     """
     from convlens.data.sources import get_source
-    from convlens.models.external import load_state_dict_file
     from convlens.models.registry import get_config
 
     src = get_source(dataset)
     cfg = get_config(arch, num_classes=len(src.classes))
-    ensure_replaceable(out)
+    with claim(out):
+        ensure_replaceable(out, overwrite=overwrite)
+        return _import_into(out, weights, arch, cfg, src, overwrite)
+
+
+def _import_into(out: str | Path, weights: str | Path, arch: str, cfg: CNNConfig, src: Any, overwrite: bool) -> Run:
+    from convlens.models.external import load_state_dict_file
+
     state = load_state_dict_file(weights)
     model = build_cnn(cfg)
     problem = state_dict_mismatch(model.state_dict(), state)
@@ -276,5 +306,5 @@ def import_weights(
         train={"imported_from": str(Path(weights).resolve())},
         versions=library_versions(),
     )
-    save_run(out, config, state, {"epochs": [], "complete": True, "imported_from": str(weights)})
+    save_run(out, config, state, {"epochs": [], "complete": True, "imported_from": str(weights)}, overwrite=overwrite)
     return load_run(out)
