@@ -151,6 +151,37 @@ def test_faithfulness_figure_reports_trapezoid_aucs() -> None:
     assert "mean over 10 images" in fig.caption
 
 
+@pytest.mark.parametrize("palette", ["default", "gray"])
+def test_faithfulness_curves_of_every_method_are_told_apart_and_not_covered(palette: str) -> None:
+    # issue #11, item 10: with --methods all six pairs shared colour and line style, the
+    # legend covered the curves, and in gray Grad-CAM and Occlusion were both solid black
+    from convlens.explain import METHODS
+
+    f = np.linspace(0, 1, 33)
+    curves = {name: {"fractions": f, "deletion": (1 - f) ** (1 + i / 7), "insertion": f ** (1 + i / 7)}
+              for i, name in enumerate(METHODS)}
+    fig = faithfulness_figure(curves, n_images=10, palette=palette)  # type: ignore[arg-type]
+    mpl = fig.figure
+    mpl.canvas.draw()
+    renderer = mpl.canvas.get_renderer()  # type: ignore[attr-defined]
+    for ax in mpl.axes:
+        drawn = ax.get_lines()
+        assert len(drawn) == len(METHODS)
+        # marker and line style alone (what grayscale print keeps) differ for every pair
+        assert len({(line.get_linestyle(), line.get_marker()) for line in drawn}) == len(METHODS)
+        if palette == "gray":
+            assert all(len(set(matplotlib_rgb(line.get_color()))) == 1 for line in drawn)
+        legend = ax.get_legend()
+        assert legend is not None and len(legend.get_texts()) == len(METHODS)
+        assert not legend.get_window_extent(renderer).overlaps(ax.get_window_extent(renderer))
+
+
+def matplotlib_rgb(colour: object) -> tuple[float, float, float]:
+    from matplotlib.colors import to_rgb
+
+    return to_rgb(colour)  # type: ignore[arg-type]
+
+
 # --- views on a real digit ------------------------------------------------------------------
 
 

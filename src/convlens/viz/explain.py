@@ -292,6 +292,26 @@ def comparison_figure(
 # --- faithfulness curves ------------------------------------------------------------------
 
 
+_MARKERS = ("o", "s", "^", "v", "D", "x", "+")
+_LINESTYLES = ("-", "--", "-.", ":")
+_GRAYS = ("#000000", "#595959", "#8c8c8c")
+
+
+def curve_style(i: int, palette: PaletteName = "default") -> dict[str, str]:
+    """Colour, line style and marker of the ``i``-th curve of a chart.
+
+    Marker and line style alone tell the first 28 curves apart (seven markers, then the
+    next line style), so the curves stay distinct in grayscale; the colour (Okabe–Ito, or
+    three grays) is a third cue.
+
+    >>> curve_style(0), curve_style(7, "gray")
+    ({'color': '#E69F00', 'linestyle': '-', 'marker': 'o'}, {'color': '#595959', 'linestyle': '--', 'marker': 'o'})
+    """
+    colours = _GRAYS if palette == "gray" else OKABE_ITO
+    return {"color": colours[i % len(colours)], "linestyle": _LINESTYLES[(i // len(_MARKERS)) % len(_LINESTYLES)],
+            "marker": _MARKERS[i % len(_MARKERS)]}
+
+
 def faithfulness_figure(
     curves: Mapping[str, Mapping[str, np.ndarray]],
     *,
@@ -302,24 +322,24 @@ def faithfulness_figure(
     ``["insertion"]`` are probabilities (T,) at the fractions ``["fractions"]`` (T,)."""
     if not curves:
         raise ConfigError("no curves to draw: compute faithfulness for at least one method")
-    gray = palette == "gray"
     get_palette(palette)
-    fig = new_figure(7.2, 3.0)
+    cols = 1 if len(curves) <= 4 else 2
+    rows = -(-len(curves) // cols)
+    fig = new_figure(7.2, 3.0 + 0.13 * rows)  # the legends sit below the plots, never on the curves
     axes = fig.subplots(1, 2, sharey=True)
-    styles = ["-", "--", "-.", ":"]
     lines: dict[str, dict[str, float]] = {}
     for i, (name, c) in enumerate(curves.items()):
-        colour = "#000000" if gray else OKABE_ITO[i % len(OKABE_ITO)]
+        style = curve_style(i, palette)
         for ax, kind in zip(axes, ("deletion", "insertion"), strict=True):
             f = np.asarray(c["fractions"], dtype=np.float64)
             y = np.asarray(c[kind], dtype=np.float64)
             auc = float(((y[1:] + y[:-1]) / 2 * np.diff(f)).sum())  # trapezoidal rule
             lines.setdefault(name, {})[kind] = auc
-            ax.plot(f, y, color=colour, linestyle=styles[i % len(styles)], label=f"{name} (AUC {auc:.3f})")
+            ax.plot(f, y, **style, ms=3, markevery=max(1, len(f) // 6), lw=1.1, label=f"{name} (AUC {auc:.3f})")
     for ax, kind, better in zip(axes, ("deletion", "insertion"), ("lower is better", "higher is better"), strict=True):
         ax.set_title(f"{kind} ({better})", fontsize=8)
         ax.set_xlabel(f"fraction of pixels {'removed' if kind == 'deletion' else 'inserted'}", fontsize=7)
-        ax.legend(fontsize=6)
+        ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=cols, frameon=False)
         ax.tick_params(labelsize=6)
         ax.set_xlim(0, 1)
     axes[0].set_ylabel("probability of the target class", fontsize=7)
