@@ -113,7 +113,7 @@ class _Correlations:
 
     def update(self, side: Side, key: str, value: Tensor, offset: int) -> None:
         if key == self.keys[side]:
-            self.values[side] = value.detach().to("cpu", torch.float64)  # a copy: the model may go on in place
+            self.values[side] = value.detach().to("cpu", torch.float64, copy=True)  # the model may go on in place
 
     def finish(self, offset: int, x: Tensor, y: Tensor | None, out_a: Tensor, out_b: Tensor) -> None:
         va, vb = self.values.pop("a"), self.values.pop("b")

@@ -301,7 +301,7 @@ class _RBF:
     def update(self, side: Side, key: str, value: Tensor, offset: int) -> None:
         feats = _features(side, key, value, self.pool)
         self.const.update(side, key, value, feats)
-        self.kept.setdefault((side, key), []).append(feats)
+        self.kept.setdefault((side, key), []).append(feats.clone())  # the model may go on in place
 
     def finish(self, offset: int, x: Tensor, y: Tensor | None, out_a: Tensor, out_b: Tensor) -> None:
         self.n += x.shape[0]

@@ -117,8 +117,8 @@ def stream_pair(
     inputs and, per side, the per-sample output shape of each layer.
     """
     sides: dict[Side, tuple[nn.Module, list[str]]] = {
-        "a": (model_a, list(resolve_layers(model_a, layers_a))),
-        "b": (model_b, list(resolve_layers(model_b, layers_b))),
+        "a": (model_a, list(resolve_layers(model_a, layers_a)) if layers_a else []),
+        "b": (model_b, list(resolve_layers(model_b, layers_b)) if layers_b else []),
     }
     shapes: dict[Side, dict[str, tuple[int, ...]]] = {"a": {}, "b": {}}
     offset = 0
@@ -142,7 +142,8 @@ def stream_pair(
         if not same:
             taps.append(_Tap({"b": sides["b"][1]}, shapes, reducers, lambda: offset))
         for tap, model in zip(taps, (model_a, model_b), strict=False):
-            stack.enter_context(observe(model, tap.names, tap))
+            if tap.names:
+                stack.enter_context(observe(model, tap.names, tap))
         for x, y in itertools.chain([first], batches):
             outs = []
             for tap, model in zip(taps, (model_a, model_b), strict=False):
