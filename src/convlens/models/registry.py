@@ -68,3 +68,13 @@ def dilated_cnn(*, in_channels: int = 1, input_size: tuple[int, int] = (28, 28),
         convs=(ConvSpec(16, 3, padding=2, dilation=2), ConvSpec(32, 3, stride=2, padding=2, dilation=2, pool=2)),
         in_channels=in_channels, input_size=input_size, num_classes=num_classes, arch="dilated-cnn",
     )
+
+
+@register("four-conv-cnn", "four 3×3 conv layers (16, 16, 32, 32; pooling after the 2nd and 4th): for layer-by-layer comparisons")
+def four_conv_cnn(*, in_channels: int = 1, input_size: tuple[int, int] = (28, 28),
+                  num_classes: int = 10) -> CNNConfig:
+    return CNNConfig(
+        convs=(ConvSpec(16, 3, padding=1), ConvSpec(16, 3, padding=1, pool=2),
+               ConvSpec(32, 3, padding=1), ConvSpec(32, 3, padding=1, pool=2)),
+        in_channels=in_channels, input_size=input_size, num_classes=num_classes, arch="four-conv-cnn",
+    )
