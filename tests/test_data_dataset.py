@@ -42,7 +42,7 @@ def test_offline_mnist_via_data_dir(mnist_dir: Path, split: str, n: int) -> None
     assert set(ds.labels.tolist()) == set(range(10))
     assert ds.classes == tuple("0123456789") and ds.mean == (0.1307,) and ds.std == (0.3081,)
     key = "train" if split == "train" else "test"
-    assert ds.source == str(mnist_file(mnist_dir, f"{key}_images"))
+    assert ds.source == str(mnist_file(mnist_dir, f"{key}_images").resolve())  # absolute, wherever it ran
     # Oracle: the bytes after the 16-byte (images) / 8-byte (labels) headers.
     np.testing.assert_array_equal(ds.images.numpy().reshape(-1), raw_idx(mnist_file(mnist_dir, f"{key}_images"), 16))
     np.testing.assert_array_equal(ds.labels.numpy(), raw_idx(mnist_file(mnist_dir, f"{key}_labels"), 8))

@@ -102,6 +102,23 @@ def test_index_html_shows_each_figure_with_its_words(demo: DemoResult) -> None:
     assert f"{demo.accuracy:.2%}" in text
 
 
+def test_index_html_headings_and_captions_name_each_figure_alike(demo: DemoResult) -> None:
+    # issue #11, item 10: the headings said "Figure 1, 1, 2, 2", the captions "Figure 1-6"
+    text = (demo.out / "index.html").read_text(encoding="utf-8")
+    headings = re.findall(r"<h2>(Figure \w+):", text)
+    captions = re.findall(r"<figcaption><strong>(Figure \w+)\.</strong>", text)
+    assert headings == captions == ["Figure 1a", "Figure 1b", "Figure 2a", "Figure 2b", "Figure 3", "Figure 4"]
+    assert len(re.findall("<h2>", text)) == len(headings)
+
+
+def test_index_html_names_the_data_by_its_absolute_path(demo: DemoResult) -> None:
+    # issue #11, item 10: the page showed the data path relative to where the demo ran
+    data = re.search(r"<p>Data: (.+?)\. The run", (demo.out / "index.html").read_text(encoding="utf-8"))
+    assert data is not None
+    assert Path(data.group(1)).is_absolute() and Path(data.group(1)).samefile(
+        next(mnist_path().glob("train-images-idx3-ubyte*")))
+
+
 def test_manifest(demo: DemoResult) -> None:
     manifest = json.loads((demo.out / "manifest.json").read_text())
     assert manifest["kind"] == "convlens-demo" and manifest["run"] == "run" and manifest["index"] == "index.html"

@@ -29,6 +29,11 @@ if TYPE_CHECKING:
 MANIFEST = "manifest.json"
 
 
+def _label(figure: int, n: int, count: int) -> str:
+    """``Figure 1`` for a figure of one layer, ``Figure 1a``, ``1b``, ... for several."""
+    return f"Figure {figure}" + (chr(ord("a") + n) if count > 1 else "")
+
+
 @dataclass
 class DemoResult:
     out: Path
@@ -74,19 +79,25 @@ def run_demo(
         run = views.train_run(tmp / "run", arch="seed-cnn", dataset="mnist", config=cfg, device=device,
                               callbacks=callbacks, data=(train_data, test_data))
         chosen = views.choose_input(run, digit=digit, data=test_data)
-        figs: list[tuple[str, str, Explained]] = []
-        for layer in layers:
-            figs.append((f"filters-{layer}", f"Figure 1: the learned filters of {layer}", views.filters(run, layer)))
-        for layer in layers:
-            figs.append((f"maps-{layer}", f"Figure 2: feature maps of {layer} for {chosen.label}",
+        # (stem, label, heading, figure): Figure 1 is the filters and Figure 2 the feature maps
+        # (the names the commands and docs use), one letter per layer
+        figs: list[tuple[str, str, str, Explained]] = []
+        for n, layer in enumerate(layers):
+            figs.append((f"filters-{layer}", _label(1, n, len(layers)), f"the learned filters of {layer}",
+                         views.filters(run, layer)))
+        for n, layer in enumerate(layers):
+            figs.append((f"maps-{layer}", _label(2, n, len(layers)), f"feature maps of {layer} for {chosen.label}",
                          views.maps(run, chosen, layer, stage="conv")))
-        figs.append(("training-curve", "Training curve", training_curve(run.metrics, title="seed-cnn on MNIST")))
-        figs.append(("filters-evolution", f"How the {run.snapshot_layer} filters evolved", views.evolution(run)))
+        figs.append(("training-curve", "Figure 3", "the training curve",
+                     training_curve(run.metrics, title="seed-cnn on MNIST")))
+        figs.append(("filters-evolution", "Figure 4", f"how the {run.snapshot_layer} filters evolved",
+                     views.evolution(run)))
         entries, written = [], {}
-        for stem, heading, fig in figs:
+        for stem, label, heading, fig in figs:
             paths = save(fig, tmp / "figures", stem)
             written[stem] = out / "figures" / paths["png"].name
-            entries.append(Entry(heading, f"figures/{stem}.png", f"figures/{stem}.svg", fig.caption, fig.alt))
+            entries.append(Entry(heading, f"figures/{stem}.png", f"figures/{stem}.svg", fig.caption, fig.alt,
+                                 label=label))
         acc = run.test_accuracy or 0.0
         ep = run.metrics["epochs"]
         intro = [
@@ -101,7 +112,7 @@ def run_demo(
             "kind": "convlens-demo",
             "test_accuracy": acc,
             "run": "run",
-            "figures": {stem: f"figures/{stem}.png" for stem, _, _ in figs},
+            "figures": {stem: f"figures/{stem}.png" for stem, _, _, _ in figs},
             "index": "index.html",
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")

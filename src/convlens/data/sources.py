@@ -232,7 +232,8 @@ def _from_dir(src: Source, data_dir: Path, via: str) -> Located:
     searched = [(folder, _find_in(folder, src)) for folder in candidates]
     for _folder, found in searched:
         if len(found) == len(FILE_KEYS):
-            return Located(src, found, {k: str(p) for k, p in found.items()})
+            # origins are absolute: a run records them, and is read from other directories
+            return Located(src, found, {k: str(p.resolve()) for k, p in found.items()})
     # Report the folder that came closest; on a tie, the directory the user named.
     folder, found = max(searched, key=lambda item: (len(item[1]), candidates.index(item[0])))
     missing = [src.files[k] for k in FILE_KEYS if k not in found]

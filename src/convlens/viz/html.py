@@ -9,13 +9,18 @@ from dataclasses import dataclass
 
 @dataclass
 class Entry:
-    """One figure on the page: the PNG/SVG file names relative to the page, and its words."""
+    """One figure on the page: the PNG/SVG file names relative to the page, and its words.
+
+    ``label`` ("Figure 1a") names the figure in its heading and its caption alike; by
+    default figures are numbered in page order ("Figure 3" for the third).
+    """
 
     heading: str
     png: str
     svg: str
     caption: str
     alt: str
+    label: str = ""
 
 
 def render_page(title: str, intro: Sequence[str], entries: Sequence[Entry]) -> str:
@@ -44,11 +49,12 @@ def render_page(title: str, intro: Sequence[str], entries: Sequence[Entry]) -> s
     ]
     parts += [f"<p>{e(p)}</p>" for p in intro]
     for n, entry in enumerate(entries, start=1):
+        label = entry.label or f"Figure {n}"
         parts += [
             "<figure>",
-            f"<h2>{e(entry.heading)}</h2>",
+            f"<h2>{e(label)}: {e(entry.heading)}</h2>",
             f'<img src="{e(entry.png)}" alt="{e(entry.alt)}">',
-            f"<figcaption><strong>Figure {n}.</strong> {e(entry.caption)} "
+            f"<figcaption><strong>{e(label)}.</strong> {e(entry.caption)} "
             f'(<a href="{e(entry.svg)}">SVG</a>)</figcaption>',
             f"<details><summary>Text description</summary><p>{e(entry.alt)}</p></details>",
             "</figure>",
