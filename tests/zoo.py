@@ -150,6 +150,24 @@ class ResNet18(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
+class RGBNet(nn.Module):
+    """A small colour model: 3×32×32 inputs (as in CIFAR-10), 10 classes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 6, 3, padding=1)
+        self.relu1 = nn.ReLU()
+        self.pool1 = nn.MaxPool2d(2)
+        self.conv2 = nn.Conv2d(6, 8, 3, padding=1)
+        self.relu2 = nn.ReLU()
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool1(self.relu1(self.conv1(x)))
+        x = self.relu2(self.conv2(x))
+        return self.head(x.mean(dim=(2, 3)))
+
+
 def seeded(model: nn.Module, seed: int = 0) -> nn.Module:
     """Re-initialise ``model`` deterministically (BatchNorm statistics made non-trivial)."""
     g = torch.Generator().manual_seed(seed)

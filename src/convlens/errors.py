@@ -48,6 +48,11 @@ class ImageError(ConvlensError, ValueError):
     """A user image could not be read."""
 
 
+class ConvlensNote(UserWarning):
+    """Something the user should know that is not an error (e.g. data that could not be
+    checked); the command line prints it as one ``convlens: note: ...`` line, once."""
+
+
 def unknown_name(kind: str, name: str, valid: Iterable[str], *, limit: int = 12) -> str:
     """Message for an unknown name: the nearest valid names first, then the rest."""
     valid = list(valid)

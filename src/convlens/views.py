@@ -48,6 +48,7 @@ if TYPE_CHECKING:  # the heavy layers are imported where they are used
     from convlens.explain import Target
     from convlens.explain.faithfulness import FaithfulnessReport
     from convlens.inspect.feature_maps import Stage
+    from convlens.inspect.topk import TopKReport
     from convlens.models.handle import ModelHandle
     from convlens.models.run import Run
     from convlens.train.callbacks import Callback
@@ -89,16 +90,71 @@ def _pick(ds: ImageDataset, digit: int | str | None, index: int | None, nth: int
     return index
 
 
-def _split_of(spec_name: str, split: str, data: ImageDataset | None,
-              data_dir: str | os.PathLike[str] | None) -> ImageDataset:
-    """``data`` if it is that split of that dataset, else the split loaded from disk."""
-    if data is not None:
-        if data.name != spec_name or data.split != split:
-            raise ConfigError(f"the data given is {data.name} {data.split}, not {spec_name} {split}")
-        return data
+def dataset_for(source: Run | ModelHandle, split: Split = "test", *, data: ImageDataset | None = None,
+                data_dir: str | os.PathLike[str] | None = None) -> ImageDataset:
+    """Split ``split`` of the model's dataset (``data`` if given, else read from
+    ``data_dir``), checked against what the model was trained on and ready for it.
+
+    The data must have the dataset's name and classes; for a run, it must also match
+    the fingerprints recorded at training time (image shape, mean pixel, or the very
+    same pixels: :func:`convlens.data.fingerprint.check_against`); a run written before
+    fingerprints were recorded is used unchecked, with one note saying so. For a
+    user's model (``--model``) the images are fitted to its input shape
+    (:func:`convlens.data.transforms.fit_images`) and carry its normalisation.
+
+    Raises:
+        ConfigError, DataError: the data is not the model's (the message says how to fix it).
+    """
+    import dataclasses
+
     from convlens.data import load_dataset
 
-    return load_dataset(spec_name, split, data_dir=data_dir)
+    handle = _handle(source)
+    spec = handle.data
+    if data is not None:
+        if data.name != spec.name or data.split != split:
+            raise ConfigError(f"the data given is {data.name} {data.split}, not {spec.name} {split}")
+        ds = data
+    else:
+        ds = load_dataset(spec.name, split, data_dir=data_dir)
+    where = f"the {ds.name} {split} split ({ds.source})"
+    named = f"run {handle.path}" if handle.path is not None else handle.name
+    if spec.classes and tuple(ds.classes) != tuple(spec.classes):
+        raise DataError(f"{where} has classes {list(ds.classes)[:10]} but {named} was trained on "
+                        f"{list(spec.classes)[:10]}; use the data it was trained on")
+    if handle.run is not None:
+        if spec.fingerprints:
+            from convlens.data.fingerprint import check_against
+
+            trained_on = spec.source if "://" in spec.source or not spec.source else str(Path(spec.source).parent)
+            check_against(spec.fingerprints, ds, what=where, run=named, where=trained_on)
+        else:
+            import warnings
+
+            from convlens.errors import ConvlensNote
+
+            warnings.warn(ConvlensNote(
+                f"{named} records no fingerprint of its training data (written by an older convlens), so the data "
+                "it is used with is not checked; train it again to record one"), stacklevel=2)
+        if ds.shape != handle.input_shape:
+            c, h, w = handle.input_shape
+            raise DataError(f"{where} holds {'×'.join(map(str, ds.shape))} images but {named} reads {c}×{h}×{w}; "
+                            "use the data it was trained on")
+        if spec.mean and (tuple(spec.mean), tuple(spec.std)) != (ds.mean, ds.std):  # normalised as in training
+            ds = dataclasses.replace(ds, mean=tuple(spec.mean), std=tuple(spec.std))
+        return ds
+    from convlens.data.transforms import fit_images
+
+    computed = None
+    if not spec.mean:  # no published constants: those of the training split, as in training
+        ref = ds if split == "train" else load_dataset(spec.name, "train", data_dir=data_dir, check=False)
+        computed = (ref.mean, ref.std)
+    norm = handle.normalisation(computed)
+    assert norm is not None  # for mypy: constants given, published or computed
+    mean, std = norm
+    if ds.shape == handle.input_shape and (tuple(mean), tuple(std)) == (ds.mean, ds.std):
+        return ds
+    return dataclasses.replace(ds, images=fit_images(ds.images, handle.input_shape), mean=tuple(mean), std=tuple(std))
 
 
 def choose_input(
@@ -128,16 +184,15 @@ def choose_input(
     if image is not None:
         c, h, w = handle.input_shape
         pixels = load_image(image, size=(h, w), channels=c)
-        mean, std = spec.mean, spec.std
-        if not mean:  # a dataset without published constants: the loader computes them
+        norm = handle.normalisation()
+        if norm is None:  # a dataset without published constants: those of its training images
             ref = load_dataset(spec.name, "train", data_dir=data_dir)
-            mean, std = ref.mean, ref.std
-        return ChosenInput(normalise(pixels, mean, std), pixels[0], f"image {Path(image).name}")
-    ds = _split_of(spec.name, split, data, data_dir)
+            norm = handle.normalisation((ref.mean, ref.std))
+        assert norm is not None  # for mypy: computed above
+        return ChosenInput(normalise(pixels, *norm), pixels[0], f"image {Path(image).name}")
+    ds = dataset_for(handle, split, data=data, data_dir=data_dir)  # checked, fitted and normalised for the model
     i = _pick(ds, digit, index, nth)
-    _, y = ds.item(i)  # checks the index
-    mean, std = (spec.mean, spec.std) if spec.mean else (ds.mean, ds.std)  # normalised exactly as in training
-    x = normalise(ds.images[i:i + 1], mean, std)
+    x, y = ds.item(i)  # checks the index
     return ChosenInput(x, ds.images[i], f"{split} {ds.label_kind} {ds.classes[y]} (index {i})", i, y)
 
 
@@ -341,12 +396,64 @@ def faithfulness(
     from convlens.viz.explain import faithfulness_figure
 
     handle = _handle(source)
-    ds = _split_of(handle.data.name, split, data, data_dir)
+    ds = dataset_for(handle, split, data=data, data_dir=data_dir)
     names: str | list[str] = methods if isinstance(methods, str) else list(methods)
     report = score(handle.model, ds, names, n=n, layer=layer, target=target, steps=steps,
                    sanity_images=sanity_images, seed=seed, batch_size=batch_size, progress=None)
     fig = faithfulness_figure(report.curves(), n_images=report.n_images, palette=palette)
     return FaithfulnessView(report, split, handle.data.name, fig)
+
+
+@dataclass
+class TopKView:
+    """A :class:`~convlens.inspect.TopKReport`, the data it ran on, and a gallery per layer key."""
+
+    report: TopKReport
+    data: ImageDataset
+    figures: dict[str, Explained]
+
+
+def topk(
+    source: Run | ModelHandle,
+    layer: str = "conv2",
+    *,
+    k: int = 9,
+    channels: Sequence[int] | None = None,
+    split: Split = "test",
+    shown: int = 16,
+    batch_size: int = 256,
+    data: ImageDataset | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    palette: PaletteName = "default",
+    progress: bool | None = None,
+) -> TopKView:
+    """The ``k`` inputs of ``split`` that excite each channel of ``layer`` most
+    (:func:`convlens.inspect.topk_examples`), and a gallery of the first ``shown`` of
+    ``channels`` (default: of all channels) per layer key.
+
+    The budget is checked before any data is read: ``k`` is at most
+    :data:`convlens.inspect.topk.MAX_K` and a gallery draws at most
+    :data:`convlens.viz.inspect.MAX_GALLERY_TILES` tiles (``shown`` rows × ``k + 1``).
+    The data pass and the drawing each report through the progress bar (``progress``:
+    None shows it on a terminal only).
+    """
+    from convlens._progress import progress_bar
+    from convlens.inspect.topk import check_k, topk_examples
+    from convlens.viz.inspect import check_gallery, topk_gallery
+
+    k = check_k(k)
+    show = list(channels)[:shown] if channels else None
+    check_gallery(len(show) if show else shown, k)
+    handle = _handle(source)
+    ds = dataset_for(handle, split, data=data, data_dir=data_dir)
+    report = topk_examples(handle.model, ds, layer, k=k, channels=channels, batch_size=batch_size, progress=progress)
+    figures: dict[str, Explained] = {}
+    rows = sum(len(show or r.channels[:shown]) for r in report.layers.values())
+    with progress_bar("drawing the top-k gallery", rows, enabled=progress) as bar:
+        for key, result in report.items():
+            figures[key] = topk_gallery(result, channels=show, max_channels=shown, palette=palette,
+                                        on_row=bar.advance)
+    return TopKView(report, ds, figures)
 
 
 # --- the convolution itself ---------------------------------------------------------------------

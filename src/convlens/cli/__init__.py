@@ -25,10 +25,42 @@ def _debug() -> bool:
     return os.environ.get("CONVLENS_DEBUG", "") not in ("", "0", "false", "no")
 
 
+#: The notes of the command running now, printed when it succeeds.
+_pending: list[str] = []
+
+
+def _collect_notes() -> None:
+    """Collect convlens's notes (:class:`convlens.errors.ConvlensNote` warnings) as
+    ``convlens: note: ...`` lines, each once, for :func:`main` to print after the command
+    succeeds (a failing command prints only its error line); other warnings are shown
+    as Python shows them."""
+    import warnings
+
+    from convlens.errors import ConvlensNote
+
+    if not getattr(warnings.showwarning, "convlens_notes", False):
+        shown = warnings.showwarning
+
+        def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 file: object = None, line: str | None = None) -> None:
+            if issubclass(category, ConvlensNote):
+                text = f"convlens: note: {message}"
+                if text not in _pending:
+                    _pending.append(text)
+            else:
+                shown(message, category, filename, lineno, file, line)  # type: ignore[arg-type]  # file: TextIO | None
+
+        show.convlens_notes = True  # type: ignore[attr-defined]  # marks the hook as installed
+        warnings.showwarning = show
+    warnings.simplefilter("always", ConvlensNote)
+    _pending.clear()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``convlens`` console script."""
     from convlens.errors import ConvlensError
 
+    _collect_notes()
     try:
         app.main(args=argv, prog_name="convlens", standalone_mode=False)
     except click.exceptions.Abort:
@@ -58,4 +90,6 @@ def main(argv: list[str] | None = None) -> None:
             err=True,
         )
         sys.exit(1)
+    for text in _pending:
+        click.echo(text, err=True)
     sys.exit(0)

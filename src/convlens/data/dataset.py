@@ -275,6 +275,7 @@ def load_dataset(
     *,
     data_dir: str | os.PathLike[str] | None = None,
     base_url: str | None = None,
+    check: bool = True,
 ) -> ImageDataset:
     """Load one split of a dataset into memory.
 
@@ -283,10 +284,14 @@ def load_dataset(
     ``(N, 1, H, W)``, labels int64. If the source has no published normalisation
     constants they are computed from its training images.
 
+    With ``check`` (the default) the files must not clearly be another registered
+    dataset (an official file's checksum, or their mean pixel; the rule is in
+    :mod:`convlens.data.fingerprint`).
+
     Raises:
-        DataError: unknown dataset or split, files missing, or labels outside the
-            class list. IDXError / DownloadError (both DataErrors) for corrupt files
-            and failed downloads.
+        DataError: unknown dataset or split, files missing, labels outside the
+            class list, or the files are another dataset's. IDXError / DownloadError
+            (both DataErrors) for corrupt files and failed downloads.
     """
     src = get_source(name)
     if split not in SPLITS:
@@ -294,6 +299,10 @@ def load_dataset(
     loc = locate(src, data_dir, base_url=base_url)
     images_path, labels_path = loc.paths[f"{split}_images"], loc.paths[f"{split}_labels"]
     images, labels = read_idx_pair(images_path, labels_path)
+    if check:
+        from convlens.data.fingerprint import check_named
+
+        check_named(src, images, images_path, split)
     if labels.size and int(labels.max()) >= len(src.classes):
         raise DataError(
             f"labels file {labels_path} has label {int(labels.max())} but {src.title} has "

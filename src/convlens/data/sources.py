@@ -80,6 +80,8 @@ class Source:
         folders: extra sub-folders of a data directory to search (e.g. torchvision's
             ``MNIST/raw``), after ``DIR/<name>`` and before ``DIR`` itself.
         homepage: where the dataset is described.
+        pixel_mean: the published mean pixel (scaled to [0, 1]) of the training images,
+            which tells the dataset's files from the others' (:mod:`convlens.data.fingerprint`).
     """
 
     name: str
@@ -93,6 +95,7 @@ class Source:
     label_kind: str = "class"
     folders: tuple[str, ...] = ()
     homepage: str = ""
+    pixel_mean: float | None = None
 
     def checksum(self, filename: str) -> str | None:
         """The published ``alg:hex`` hash of ``filename``, or None if there is none."""
@@ -122,6 +125,7 @@ SOURCES: dict[str, Source] = {
         label_kind="digit",
         folders=("MNIST/raw",),
         homepage="http://yann.lecun.com/exdb/mnist/",
+        pixel_mean=0.1307,
     ),
     "fashion-mnist": Source(
         name="fashion-mnist",
@@ -146,6 +150,7 @@ SOURCES: dict[str, Source] = {
         label_kind="class",
         folders=("FashionMNIST/raw",),
         homepage="https://github.com/zalandoresearch/fashion-mnist",
+        pixel_mean=0.2860,
     ),
     "kmnist": Source(
         name="kmnist",
@@ -171,6 +176,9 @@ SOURCES: dict[str, Source] = {
         label_kind="character",
         folders=("KMNIST/raw",),
         homepage="https://github.com/rois-codh/kmnist",
+        # The mean pixel of the training images is quoted alike everywhere (0.1918; the
+        # std is not), so it identifies the files even though it does not normalise them.
+        pixel_mean=0.1918,
     ),
 }
 

@@ -8,7 +8,33 @@ import torch
 
 from convlens.errors import ConfigError
 
-__all__ = ["random_shift"]
+__all__ = ["fit_images", "random_shift"]
+
+
+def fit_images(x: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
+    """uint8 images ``x`` (N×C×H×W) fitted to ``shape`` (C', H', W') for a model that reads
+    other inputs than the data holds: gray becomes RGB by repeating it, RGB becomes gray
+    as the mean of its channels, and the size changes by bilinear interpolation
+    (antialiased when shrinking). Returns ``x`` itself when it already fits.
+
+    >>> fit_images(torch.zeros(2, 1, 28, 28, dtype=torch.uint8), (3, 32, 32)).shape
+    torch.Size([2, 3, 32, 32])
+    """
+    c, h, w = shape
+    if x.dim() != 4 or x.dtype != torch.uint8:
+        raise ConfigError(f"fit_images expects uint8 images N×C×H×W, got {x.dtype} of shape {tuple(x.shape)}")
+    if tuple(x.shape[1:]) == (c, h, w):
+        return x
+    if x.shape[1] != c and 1 not in (x.shape[1], c):
+        raise ConfigError(f"cannot fit {x.shape[1]}-channel images to a model that reads {c} channels; "
+                          "give images with 1 or the model's number of channels")
+    y = x.to(torch.float32)
+    if x.shape[1] != c:
+        y = y.mean(dim=1, keepdim=True) if c == 1 else y.expand(-1, c, -1, -1)
+    if (h, w) != tuple(x.shape[2:]):
+        y = torch.nn.functional.interpolate(y, size=(h, w), mode="bilinear", align_corners=False,
+                                            antialias=h < x.shape[2] or w < x.shape[3])
+    return y.round_().clamp_(0, 255).to(torch.uint8).contiguous()
 
 
 def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator | None = None) -> torch.Tensor:

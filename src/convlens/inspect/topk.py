@@ -30,7 +30,11 @@ from convlens.errors import ConfigError, LayerError, positive_int, unknown_name
 from convlens.inspect.capture import resolve_layers
 from convlens.inspect.passes import Data, stream
 
-__all__ = ["FieldLike", "TopK", "TopKReport", "topk_examples"]
+__all__ = ["MAX_K", "FieldLike", "TopK", "TopKReport", "topk_examples"]
+
+#: The most inputs per channel :func:`topk_examples` keeps (its cost, and a gallery's,
+#: grows with k; a few dozen already show what a channel likes).
+MAX_K = 100
 
 
 class FieldLike(Protocol):
@@ -225,6 +229,15 @@ class _TopKReducer:
         run.update(value, offset, x)
 
 
+def check_k(k: object) -> int:
+    """``k`` if it is a whole number from 1 to :data:`MAX_K`, else a one-line ConfigError."""
+    k = positive_int("k", k)
+    if k > MAX_K:
+        raise ConfigError(f"k={k} is more than the {MAX_K} inputs per channel top-k keeps; ask for at most {MAX_K} "
+                          f"(--k {MAX_K})")
+    return k
+
+
 def _fields(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, FieldLike]:
     from convlens.inspect.receptive import receptive_field
 
@@ -246,7 +259,7 @@ def topk_examples(
 ) -> TopKReport:
     """For each channel of ``layers``, the ``k`` inputs of ``data`` that excite it most.
 
-    ``channels`` restricts the work to some channels (all by default). ``fields`` maps
+    ``k`` is at most :data:`MAX_K`. ``channels`` restricts the work to some channels (all by default). ``fields`` maps
     layer names to receptive-field rows (``lo``, ``hi``, ``jump``); by default they are
     computed with :func:`convlens.inspect.receptive.receptive_field` (a layer without a
     row there is an error). Layers with a non-spatial output (N, C) get the whole input
@@ -260,7 +273,7 @@ def topk_examples(
     >>> report["2"].indices[7].shape   # the 5 inputs channel 7 likes most
     torch.Size([5])
     """
-    k = positive_int("k", k)
+    k = check_k(k)
     names = list(resolve_layers(model, layers))
     ch = None if channels is None else [int(c) for c in channels]
     if ch is not None and not ch:

@@ -297,7 +297,8 @@ def _import_into(out: str | Path, weights: str | Path, arch: str, cfg: CNNConfig
     model = build_cnn(cfg)
     problem = state_dict_mismatch(model.state_dict(), state)
     if problem:
-        raise RunError(f"{weights} does not fit {arch}: {problem}; `convlens layers` shows the expected names")
+        raise RunError(f"{weights} does not fit {arch}: {problem}; `convlens layers --arch {arch} --dataset "
+                       f"{src.name}` lists the layers it expects")
     config = RunConfig(
         model=cfg,
         data=DataSpec(name=src.name, source="", classes=tuple(src.classes), mean=tuple(src.mean or ()),

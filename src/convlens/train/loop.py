@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from convlens.data.fingerprint import fingerprint
 from convlens.inspect._state import eval_mode
 from convlens.models.builder import build_cnn
 from convlens.models.config import CNNConfig
@@ -147,6 +148,8 @@ def train(
             name=train_data.name, source=str(train_data.source), classes=tuple(train_data.classes),
             mean=tuple(float(m) for m in train_data.mean), std=tuple(float(s) for s in train_data.std),
             train_size=len(train_data), test_size=len(test_data),
+            fingerprints={split: fingerprint(d.images, d.labels).to_dict()
+                          for split, d in (("train", train_data), ("test", test_data))},
         ),
         seed=cfg.seed,
         train={**cfg.to_dict(), "device": str(dev)},

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import matplotlib
@@ -103,19 +103,41 @@ def stats_figure(stats: LayerStats, *, palette: PaletteName = "default") -> Expl
     )
 
 
+#: The most tiles (crops and filters) one top-k gallery draws: 16 channels × 20.
+MAX_GALLERY_TILES = 320
+
+
+def check_gallery(rows: int, k: int, *, filters: bool = True) -> None:
+    """Refuse a gallery of ``rows`` channels × ``k`` crops (+ a filter column) larger than
+    :data:`MAX_GALLERY_TILES`, with the largest ``--k`` and channel count that fit."""
+    cols = k + (1 if filters else 0)
+    if rows * cols <= MAX_GALLERY_TILES:
+        return
+    fit_k = MAX_GALLERY_TILES // rows - (1 if filters else 0)
+    fit_rows = MAX_GALLERY_TILES // cols
+    fixes = [f"--k {fit_k} or less" if fit_k >= 1 else "", f"--channels with at most {fit_rows}" if fit_rows else ""]
+    raise ConfigError(
+        f"a top-k gallery of {rows} channels × {cols} tiles ({rows * cols}) is more than the {MAX_GALLERY_TILES} one "
+        f"figure draws; ask for {' or '.join(f for f in fixes if f)}"
+    )
+
+
 def topk_gallery(
     topk: TopK,
     *,
     channels: Sequence[int] | None = None,
     max_channels: int = 16,
     palette: PaletteName = "default",
+    on_row: Callable[[], None] | None = None,
 ) -> Explained:
     """One row per channel: its top-k input crops with their activation values.
 
     The crops are the model input under the receptive field of the unit where the channel
     peaks (blank where the field reaches past the image). When the layer looks at the input
     directly (the first conv), the row starts with the channel's filter. ``channels`` picks
-    rows (default: the first ``max_channels`` computed channels).
+    rows (default: the first ``max_channels`` computed channels); at most
+    :data:`MAX_GALLERY_TILES` tiles are drawn (:func:`check_gallery`). ``on_row`` is
+    called after each row is drawn (for a progress bar).
     """
     if topk.crops is None:
         raise ConfigError(f"top-k of {topk.layer} was computed without crops; compute it with crops=True")
@@ -123,6 +145,7 @@ def topk_gallery(
     rows = list(channels) if channels is not None else topk.channels[:max_channels]
     if not rows:
         raise ConfigError("no channels to show")
+    check_gallery(len(rows), topk.k, filters=topk.filters is not None)
     idx = [topk.row(c) for c in rows]
     crops = _array(topk.crops[idx]).astype(np.float64)  # (R, k, C_in, h, w)
     values = _array(topk.values[idx])
@@ -167,6 +190,8 @@ def topk_gallery(
             ax.set_xlabel(f"#{int(inputs[r, j])}", fontsize=5, labelpad=1)
             if j == 0 and not show_filters:
                 ax.set_ylabel(f"ch {ch}", fontsize=7)
+        if on_row is not None:
+            on_row()
     title = f"{topk.layer}: top {k} inputs per channel"
     fig.suptitle(title, fontsize=10)
     rf = f"{topk.rf[0]}×{topk.rf[1]}"
