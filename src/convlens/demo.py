@@ -65,6 +65,7 @@ def run_demo(
     split the model was evaluated on.
     """
     from convlens import views
+    from convlens._progress import progress_bar
     from convlens.data import load_dataset
     from convlens.viz.curves import training_curve
     from convlens.viz.figure import save
@@ -93,11 +94,13 @@ def run_demo(
         figs.append(("filters-evolution", "Figure 4", f"how the {run.snapshot_layer} filters evolved",
                      views.evolution(run)))
         entries, written = [], {}
-        for stem, label, heading, fig in figs:
-            paths = save(fig, tmp / "figures", stem)
-            written[stem] = out / "figures" / paths["png"].name
-            entries.append(Entry(heading, f"figures/{stem}.png", f"figures/{stem}.svg", fig.caption, fig.alt,
-                                 label=label))
+        with progress_bar("drawing the figures", len(figs)) as bar:  # quiet off a terminal
+            for stem, label, heading, fig in figs:
+                paths = save(fig, tmp / "figures", stem)
+                written[stem] = out / "figures" / paths["png"].name
+                entries.append(Entry(heading, f"figures/{stem}.png", f"figures/{stem}.svg", fig.caption, fig.alt,
+                                     label=label))
+                bar.advance()
         acc = run.test_accuracy or 0.0
         ep = run.metrics["epochs"]
         intro = [

@@ -179,10 +179,31 @@ def print_written(paths: dict[str, Path], what: str) -> None:
     console().print(f"{what}: [bold]{paths['png']}[/] (+ .svg, .json)")
 
 
+_NORMALISATION = "convlens.normalisation"
+
+
 def model_source(f: F) -> F:
-    """RUN (a run directory) or --model module:factory [--weights FILE] for any nn.Module."""
+    """RUN (a run directory) or --model module:factory [--weights FILE] for any nn.Module,
+    with --mean/--std (the normalisation of a --model's inputs, kept in the click context
+    for :func:`open_source`, so the commands' signatures do not carry them)."""
+
+    inner = f
+
+    @functools.wraps(inner)
+    def command(*args: Any, **kwargs: Any) -> Any:
+        click.get_current_context().meta[_NORMALISATION] = (kwargs.pop("mean"), kwargs.pop("std"))
+        return inner(*args, **kwargs)
+
+    f = cast(F, command)
+    f = click.option("--std", default=None, metavar="S[,S,...]",
+                     help="With --model: the std its inputs were normalised with (one value, or one per "
+                          "channel) [default: the dataset's].")(f)
+    f = click.option("--mean", default=None, metavar="M[,M,...]",
+                     help="With --model: the mean its inputs were normalised with (pixels scaled to 0..1; one "
+                          "value, or one per channel) [default: the dataset's].")(f)
     f = click.option("--input-shape", default=None, metavar="C,H,W",
-                     help="With --model: the shape of one input [default: the dataset's, 1,28,28].")(f)
+                     help="With --model: the shape of one input [default: the dataset's, 1,28,28]; "
+                          "data and images are fitted to it.")(f)
     f = click.option("--dataset", default="mnist", show_default=True,
                      help="With --model: the dataset the model reads (for inputs and normalisation).")(f)
     f = click.option("--weights", type=click.Path(path_type=Path), default=None,
@@ -193,10 +214,22 @@ def model_source(f: F) -> F:
 
 
 def open_source(run: Path | None, spec: str | None, weights: Path | None, dataset: str,
-                input_shape: str | None, device: str = "cpu") -> ModelHandle:
-    """The model of RUN or --model, on ``device`` (``auto``: cuda, then mps, then cpu)."""
+                input_shape: str | None, device: str = "cpu", *, arch: str | None = None) -> ModelHandle:
+    """The model of RUN, --model or --arch, on ``device`` (``auto``: cuda, then mps, then cpu);
+    a note on stderr when a --model has no --weights."""
     from convlens.models.handle import open_model
     from convlens.train.device import resolve_device
 
-    return open_model(run, spec=spec, weights=weights, input_shape=input_shape, dataset=dataset,
-                      device=str(resolve_device(device)))
+    ctx = click.get_current_context(silent=True)
+    mean, std = ctx.meta.get(_NORMALISATION, (None, None)) if ctx is not None else (None, None)
+    handle = open_model(run, spec=spec, weights=weights, input_shape=input_shape, dataset=dataset,
+                        device=str(resolve_device(device)), mean=mean, std=std, arch=arch)
+    if handle.random_weights and spec is not None:
+        import warnings
+
+        from convlens.errors import ConvlensNote
+
+        warnings.warn(ConvlensNote(f"--model {spec} without --weights: the model has the random weights its factory "
+                                   "gave it, so what convlens shows is untrained; pass --weights FILE for trained "
+                                   "ones"), stacklevel=2)
+    return handle

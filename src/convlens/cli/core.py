@@ -184,12 +184,15 @@ def maps(run: Path | None, spec: str | None, weights: Path | None, dataset: str,
 
 @app.command()
 @model_source
+@click.option("--arch", default=None, metavar="NAME",
+              help="A registered architecture instead of RUN (see `convlens models`), untrained: the names and "
+                   "shapes its weights need (e.g. for import-weights).")
 @device_option
 def layers(run: Path | None, spec: str | None, weights: Path | None, dataset: str, input_shape: str | None,
-           device: str) -> None:
+           arch: str | None, device: str) -> None:
     """Each layer's name, type, output shape for the model's input size, and parameter count."""
     from convlens.inspect import layers as list_layers
 
-    h = open_source(run, spec, weights, dataset, input_shape, device)
+    h = open_source(run, spec, weights, dataset, input_shape, device, arch=arch)
     table = list_layers(h.model, h.input_shape)
     console().print(table)

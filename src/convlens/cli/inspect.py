@@ -73,14 +73,14 @@ def stats(run: Path | None, spec: str | None, weights: Path | None, dataset: str
           rare_below: float, dump: Path | None, palette: PaletteName, data_dir: Path | None, device: str,
           out: Path | None) -> None:
     """Per-channel statistics of layers of RUN (or --model) over a dataset; dead filters flagged."""
-    from convlens.data import load_dataset
+    from convlens import views
     from convlens.inspect import channel_stats, layers
     from convlens.viz.figure import save
     from convlens.viz.inspect import stats_figure
 
     h = open_source(run, spec, weights, dataset, input_shape, device)
     names = list(layer_names) or layers(h.model, h.input_shape).convs
-    ds = load_dataset(h.data.name, split, data_dir=data_dir)
+    ds = views.dataset_for(h, split, data_dir=data_dir)
     report = channel_stats(h.model, ds, names, batch_size=batch_size, threshold=threshold,
                            rare_below=rare_below, dump_to=dump, progress=None)
     con = console()
@@ -111,17 +111,15 @@ def topk(run: Path | None, spec: str | None, weights: Path | None, dataset: str,
     """The k inputs that excite each channel of --layer most, with their receptive-field crops."""
     from rich.table import Table
 
-    from convlens.data import load_dataset
-    from convlens.inspect import topk_examples
+    from convlens import views
     from convlens.viz.figure import save
-    from convlens.viz.inspect import topk_gallery
 
     h = open_source(run, spec, weights, dataset, input_shape, device)
     chosen = _channels(channels)
-    ds = load_dataset(h.data.name, split, data_dir=data_dir)
-    report = topk_examples(h.model, ds, layer, k=k, channels=chosen, batch_size=batch_size, progress=None)
-    con = console()
-    for key, result in report.items():
+    view = views.topk(h, layer, k=k, channels=chosen, split=split, batch_size=batch_size, data_dir=data_dir,
+                      palette=palette)
+    ds, con = view.data, console()
+    for key, result in view.report.items():
         table = Table(title=f"{key}: top {result.k} of {result.n_inputs:,} {split} inputs per channel "
                             f"(receptive field {result.rf[0]}×{result.rf[1]})")
         table.add_column("ch", justify="right")
@@ -132,6 +130,6 @@ def topk(run: Path | None, spec: str | None, weights: Path | None, dataset: str,
             idx = " ".join(f"{int(i)}:{ds.classes[int(ds.labels[int(i)])]}" for i in result.indices[row])
             table.add_row(str(ch), vals, idx)
         con.print(table)
-        fig = topk_gallery(result, channels=chosen[:16] if chosen else None, palette=palette)
+        fig = view.figures[key]
         print_written(save(fig, h.figures_dir(out), f"topk-{_stem(key)}"), "top-k gallery")
         click.echo(fig.caption)
