@@ -19,6 +19,7 @@ _LAZY = {
     "TrainConfig": "convlens.train",
     "build_model": "convlens.models",
     "capture": "convlens.inspect",
+    "cka": "convlens.compare",
     "layers": "convlens.inspect",
     "channel_stats": "convlens.inspect",
     "topk_examples": "convlens.inspect",
@@ -31,7 +32,7 @@ _LAZY = {
 }
 
 __all__ = [
-    "ConvlensError", "Run", "TrainConfig", "__version__", "build_model", "cam", "capture",
+    "ConvlensError", "Run", "TrainConfig", "__version__", "build_model", "cam", "capture", "cka",
     "channel_stats", "faithfulness", "layers", "load_dataset", "load_model", "load_run",
     "receptive_field", "topk_examples", "train",
 ]
@@ -57,6 +58,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover
     __version__: str
+    from convlens.compare import cka
     from convlens.data import load_dataset
     from convlens.errors import ConvlensError
     from convlens.explain import cam, faithfulness

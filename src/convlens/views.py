@@ -721,3 +721,108 @@ def train_run(
     c, h, w = train_data.shape
     model_cfg = get_config(arch, in_channels=c, input_size=(h, w), num_classes=len(train_data.classes))
     return train(model_cfg, train_data, test_data, out, cfg, device=device, callbacks=callbacks)
+
+# --- comparing two models -----------------------------------------------------------------------
+
+if TYPE_CHECKING:
+    from convlens.compare import Disagreement, FilterMatch, ProbeReport, Similarity
+
+
+@dataclass
+class ComparisonView:
+    """What :func:`compare_models` computed, and its figures (by file stem)."""
+
+    similarity: Similarity
+    match: FilterMatch
+    disagreement: Disagreement
+    probe: ProbeReport | None
+    figures: dict[str, Explained]
+    split: str
+
+    def to_dict(self) -> dict[str, object]:
+        """Everything as JSON-ready numbers (what ``convlens compare`` writes to ``compare.json``)."""
+        return {
+            "split": self.split,
+            "cka": self.similarity.to_dict(),
+            "filters": self.match.to_dict(),
+            "disagreement": self.disagreement.to_dict(),
+            "probe": None if self.probe is None else self.probe.to_dict(),
+            "figures": {stem: {"caption": f.caption, "alt": f.alt} for stem, f in self.figures.items()},
+        }
+
+
+def compare_models(
+    source_a: Run | ModelHandle,
+    source_b: Run | ModelHandle,
+    *,
+    layers_a: Sequence[str] | None = None,
+    layers_b: Sequence[str] | None = None,
+    estimator: Literal["exact", "minibatch"] = "exact",
+    pool: Literal["flatten", "mean"] = "flatten",
+    split: Split = "test",
+    probe: bool = True,
+    probe_epochs: int = 4,
+    gallery: int = 6,
+    method: str = "gradcam",
+    batch_size: int = 256,
+    data_dir: str | os.PathLike[str] | None = None,
+    palette: PaletteName = "default",
+) -> ComparisonView:
+    """Compare two models on ``split`` of A's dataset: CKA of their layers, matched first-layer
+    filters, where their predictions differ (with both models' CAMs), and linear probes
+    (fitted on the train split) beside CKA. Returns the results and their figures."""
+    import torch
+
+    from convlens.compare import cka, conv_layers, disagreement, linear_probe, match_filters
+    from convlens.data import load_dataset, normalise
+    from convlens.explain import cam
+    from convlens.viz.compare import (
+        accuracy_difference_figure,
+        cka_figure,
+        disagreement_gallery,
+        matched_filters_figure,
+    )
+
+    ha, hb = _handle(source_a), _handle(source_b)
+    if ha.input_shape != hb.input_shape:
+        raise ConfigError(f"model A reads inputs of shape {ha.input_shape} and model B {hb.input_shape}; compare "
+                          "models that read the same inputs (give --input-shape for a --model)")
+    if ha.data.name != hb.data.name:
+        raise ConfigError(f"model A reads {ha.data.name} and model B {hb.data.name}; compare models of one dataset")
+    ds = load_dataset(ha.data.name, split, data_dir=data_dir)
+    mean, std = ha.data.mean or ds.mean, ha.data.std or ds.std
+    if tuple(ds.shape) != tuple(ha.input_shape):
+        raise DataError(f"the {ds.name} {split} images are {ds.shape} but the models read {ha.input_shape}")
+    sim = cka(ha.model, hb.model, ds, layers_a=layers_a, layers_b=layers_b, estimator=estimator, pool=pool,
+              batch_size=batch_size, progress=None)
+    figures: dict[str, Explained] = {
+        "cka": cka_figure(sim.matrix, sim.layers_a, sim.layers_b, estimator=estimator, kernel=sim.kernel,
+                          n_inputs=sim.n_inputs, stderr=sim.stderr, palette=palette)}
+    first_a, first_b = conv_layers(ha.model)[0], conv_layers(hb.model)[0]
+    match = match_filters(ha.model, hb.model, ds, first_a, first_b, batch_size=batch_size, progress=None)
+    figures["filters-matched"] = matched_filters_figure(
+        conv_weight(ha.model, first_a), conv_weight(hb.model, first_b), match.a_channels.tolist(),
+        match.b_channels.tolist(), match.matched.tolist(), layer_a=first_a, layer_b=first_b,
+        threshold=match.threshold, palette=palette)
+    dis = disagreement(ha.model, hb.model, ds, classes=ds.classes, batch_size=batch_size, progress=None)
+    figures["accuracy-difference"] = accuracy_difference_figure(
+        dis.per_class("a"), dis.per_class("b"), dis.classes, accuracy_a=dis.accuracy_a, accuracy_b=dis.accuracy_b,
+        p_value=dis.p_value, palette=palette)
+    shown = dis.indices[:gallery]
+    if len(shown):
+        x = normalise(ds.images[torch.as_tensor(shown)], mean, std)
+        heats = []
+        for model, pred in ((ha.model, dis.pred_a), (hb.model, dis.pred_b)):
+            result = cam(model, _on_model_device(model, x), method=method, target=torch.as_tensor(pred[shown]))
+            heats.append([h for h in result.normalised.detach().cpu().numpy()])
+        labels = [f"#{int(i)}: true {dis.classes[dis.labels[i]]}, A {dis.classes[dis.pred_a[i]]}, "
+                  f"B {dis.classes[dis.pred_b[i]]}" for i in shown]
+        figures["disagreements"] = disagreement_gallery(
+            [ds.images[int(i)].numpy() for i in shown], heats[0], heats[1], labels, method=result.title,
+            n_total=dis.n, palette=palette)
+    report = None
+    if probe:
+        train = load_dataset(ha.data.name, "train", data_dir=data_dir)
+        report = linear_probe(ha.model, hb.model, train, ds, list(sim.layers_a), list(sim.layers_b),
+                              classes=len(ds.classes), epochs=probe_epochs, batch_size=batch_size, progress=None)
+    return ComparisonView(sim, match, dis, report, figures, split)
