@@ -68,7 +68,7 @@ def test_permuted_twin_is_matched_exactly_and_cka_is_one(pair) -> None:  # type:
 
 
 def test_correlations_equal_numpy(pair) -> None:  # type: ignore[no-untyped-def]
-    net, twin, _, _, x = pair
+    net, _, _, _, x = pair
     other = Net().double()
     m = match_filters(net, other, x, "conv1", "conv2", batch_size=20, progress=False)
     with torch.no_grad():

@@ -31,7 +31,10 @@ _LAZY = {
     "ProbeReport": "convlens.compare.probe",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = [
+    "CKAWarning", "Disagreement", "FilterMatch", "ProbeReport", "Similarity", "cka", "conv_layers", "disagreement",
+    "linear_probe", "match_filters", "mcnemar_exact",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -48,7 +51,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from convlens.compare.similarity import CKAWarning, Similarity, cka, conv_layers
     from convlens.compare.disagree import Disagreement, disagreement, mcnemar_exact
     from convlens.compare.matching import FilterMatch, match_filters
     from convlens.compare.probe import ProbeReport, linear_probe
+    from convlens.compare.similarity import CKAWarning, Similarity, cka, conv_layers

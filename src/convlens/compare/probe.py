@@ -56,7 +56,7 @@ class _Probes:
         self.layers, self.classes, self.lr, self.seed = layers, classes, lr, seed
         self.mode = "stats"
         self.feats: dict[tuple[Side, str], Tensor] = {}
-        self.sums: dict[tuple[Side, str], list[Tensor]] = {}
+        self.sums: dict[tuple[Side, str], tuple[int, Tensor, Tensor]] = {}  # n, Σx, Σx²
         self.probes: dict[tuple[Side, str], nn.Linear] = {}
         self.opts: dict[tuple[Side, str], torch.optim.Optimizer] = {}
         self.scale: dict[tuple[Side, str], tuple[Tensor, Tensor]] = {}
@@ -88,8 +88,11 @@ class _Probes:
         for k, f in feats.items():
             if self.mode == "stats":
                 f64 = f.double()
-                n, s, s2 = self.sums.get(k, [0, 0.0, 0.0])
-                self.sums[k] = [n + f.shape[0], s + f64.sum(0), s2 + (f64 * f64).sum(0)]
+                if k in self.sums:
+                    n, s, s2 = self.sums[k]
+                    self.sums[k] = (n + f.shape[0], s + f64.sum(0), s2 + (f64 * f64).sum(0))
+                else:
+                    self.sums[k] = (f.shape[0], f64.sum(0), (f64 * f64).sum(0))
                 continue
             mean, std = self.scale[k]
             z = (f - mean) / std

@@ -279,7 +279,7 @@ class _Exact:
         # Gram form: tr(Kc Lc) = Σ_ij Kc_ij Lc_ij over blocks of rows of the centred Gram matrices
         feats = {k: torch.cat(v) - self.sums[k] / n for k, v in self.kept.items()}  # centred (n, D)
         self.kept = {}
-        keys = [("a", a) for a in la] + [("b", b) for b in lb]
+        keys: list[tuple[Side, str]] = [("a", a) for a in la] + [("b", b) for b in lb]
         sq = torch.zeros(len(keys), len(keys), dtype=torch.float64)
         for start in range(0, n, block_rows):
             grams = torch.stack([(feats[k][start:start + block_rows] @ feats[k].T).flatten() for k in keys])

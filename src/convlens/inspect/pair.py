@@ -71,7 +71,7 @@ def iter_labelled(data: Data, batch_size: int = 256) -> Iterator[tuple[Tensor, T
         batches = (data[i:i + batch_size] for i in range(0, data.shape[0], batch_size))
     else:
         try:
-            batches = iter(data)  # type: ignore[arg-type]  # refused below if it is not iterable
+            batches = iter(data)
         except TypeError:
             raise ConfigError(f"cannot stream {type(data).__name__}: pass an ImageDataset, a float tensor "
                               "(N, C, H, W) or an iterable of batches") from None
