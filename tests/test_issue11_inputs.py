@@ -220,7 +220,7 @@ def test_data_with_other_classes_or_shape_is_refused(new_run: Path) -> None:
     with pytest.raises(DataError, match="has classes"):
         views.dataset_for(_load(new_run), "test", data=relabelled)
     small = dataclasses.replace(test, images=test.images[:, :, :20, :20].contiguous())
-    with pytest.raises(DataError, match="20×20 images but run .* trained on 1×28×28"):
+    with pytest.raises(DataError, match=r"20×20 images but run .* trained on 1×28×28"):
         views.dataset_for(_load(new_run), "test", data=small)
 
 
