@@ -32,8 +32,8 @@ _LAZY = {
 }
 
 __all__ = [
-    "ConvlensError", "Run", "TrainConfig", "__version__", "build_model", "cam", "capture", "cka",
-    "channel_stats", "faithfulness", "layers", "load_dataset", "load_model", "load_run",
+    "ConvlensError", "Run", "TrainConfig", "__version__", "build_model", "cam", "capture",
+    "channel_stats", "cka", "faithfulness", "layers", "load_dataset", "load_model", "load_run",
     "receptive_field", "topk_examples", "train",
 ]
 
