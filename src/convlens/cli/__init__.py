@@ -62,8 +62,13 @@ def main(argv: list[str] | None = None) -> None:
     from convlens.errors import ConvlensError
 
     _collect_notes()
+    args = sys.argv[1:] if argv is None else argv
+    for n, arg in enumerate(args, start=1):
+        if "\x00" in arg:  # no path or name holds one; os.stat would raise a bare ValueError
+            click.echo(f"convlens: error: argument {n} ({arg!r}) contains a NUL byte; retype it", err=True)
+            sys.exit(1)
     try:
-        app.main(args=argv, prog_name="convlens", standalone_mode=False)
+        app.main(args=args, prog_name="convlens", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("convlens: interrupted", err=True)
         sys.exit(130)

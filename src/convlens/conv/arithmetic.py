@@ -73,15 +73,26 @@ def pair(value: IntOrPair, name: str) -> Pair:
     """
     if _is_int(value):
         v = operator.index(value)
-        return (v, v)
+        return _bounded((v, v), name)
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
         raise ConfigError(f"{name}={value!r}: expected an int or a pair of ints")
     items = list(value)
     if len(items) not in (1, 2) or not all(_is_int(v) for v in items):
         raise ConfigError(f"{name}={value!r}: expected a single int or a pair of ints (height, width)")
     if len(items) == 1:
-        return (int(items[0]), int(items[0]))
-    return (int(items[0]), int(items[1]))
+        return _bounded((int(items[0]), int(items[0])), name)
+    return _bounded((int(items[0]), int(items[1])), name)
+
+
+#: The largest size, stride, padding or dilation (NumPy and PyTorch index with 64-bit
+#: integers, and byte offsets multiply these; 2**31 - 1 leaves room for that).
+MAX_PARAM = 2**31 - 1
+
+
+def _bounded(value: Pair, name: str) -> Pair:
+    if max(abs(value[0]), abs(value[1])) > MAX_PARAM:
+        raise ConfigError(f"{name}={value}: larger than any image or layer (at most {MAX_PARAM:,}); give a smaller value")
+    return value
 
 
 def _positive(value: Pair, name: str, what: str) -> None:

@@ -228,7 +228,8 @@ def load_run(path: str | os.PathLike[str], *, device: str | torch.device = "cpu"
         config = RunConfig.from_dict(raw)
         with torch.device("meta"):  # shapes only: a config asking for a huge model allocates nothing
             expected = build_cnn(config.model).state_dict()
-    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:  # ConfigError is a ValueError
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError, RuntimeError) as exc:
+        # ConfigError is a ValueError; torch raises RuntimeError for sizes it cannot hold
         raise RunError(f"{path / CONFIG} is not a valid run config ({exc}); was it written by convlens?") from None
     metrics = _read_json(path / METRICS)
     try:
