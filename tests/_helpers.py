@@ -167,6 +167,7 @@ def train_recorded(
     data: tuple[Any, Any] | None = None,
     arch: str = "seed-cnn",
     extra_callbacks: tuple[Any, ...] = (),
+    overwrite: bool = False,
 ) -> Recording:
     """Train ``arch`` on ``data`` (default: the small subsets) into ``out``, recording it all.
 
@@ -189,7 +190,7 @@ def train_recorded(
         mp.setattr(loop, "F", _LossSpy(rec))
         try:
             rec.run = loop.train(get_config(arch), train_data, test_data, out, config, device="cpu",
-                                 callbacks=(Recorder(rec), *extra_callbacks))
+                                 callbacks=(Recorder(rec), *extra_callbacks), overwrite=overwrite)
         except BaseException as exc:
             exc.recording = rec  # type: ignore[attr-defined]
             raise

@@ -204,7 +204,7 @@ def test_other_user_errors(run_dir: Path, tmp_path: Path) -> None:
     one_error_line(convlens("train", "--steps", "1", "--device", "cuda", "--out", tmp_path / "r"), "CUDA")
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
-    one_error_line(convlens("demo", "--out", tmp_path / "mine"), str(tmp_path / "mine"), "not a convlens demo")
+    one_error_line(convlens("demo", "--out", tmp_path / "mine"), str(tmp_path / "mine"), "convlens did not write (notes.txt)")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
     assert not (tmp_path / "r").exists()
 
@@ -268,7 +268,7 @@ def test_filters_conv2(run_dir: Path, tmp_path: Path) -> None:
 def test_maps_of_a_seven_after_relu(run_dir: Path) -> None:
     res = convlens("maps", run_dir, "--digit", "7", "--stage", "relu")
     assert res.returncode == 0, res.stderr
-    sidecar = check_written(run_dir / "figures", "maps-conv1-relu")  # default: the run's figures/
+    sidecar = check_written(run_dir / "figures", "maps-conv1-relu-test-digit7")  # default: the run's figures/
     assert "16 feature maps of layer conv1 (relu)" in sidecar["alt"]
     assert "digit 7" in sidecar["caption"]
 
@@ -277,8 +277,8 @@ def test_filters_per_filter_gray_and_evolution(run_dir: Path, tmp_path: Path) ->
     res = convlens("filters", run_dir, "--scale", "per-filter", "--palette", "gray", "--evolution",
                    "--out", tmp_path)
     assert res.returncode == 0, res.stderr
-    assert "per-filter" in check_written(tmp_path, "filters-conv1")["caption"]
-    check_written(tmp_path, "filters-evolution")
+    assert "per-filter" in check_written(tmp_path, "filters-conv1-per-filter-gray")["caption"]
+    check_written(tmp_path, "filters-evolution-gray")
 
 
 def test_models_lists_the_registry() -> None:

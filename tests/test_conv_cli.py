@@ -76,10 +76,10 @@ def test_explain_a_matrix_with_figure_and_gif(tmp_path: Path) -> None:
     out = ok("explain", "--matrix", "1,2,3;4,5,6;7,8,9", "--kernel", "1,0;0,-1", "--padding", "1", "--at", "2,1",
              "--figure", "--gif", "--out", tmp_path)
     assert "= -4" in out  # 5·1 + 9·(-1) at rows 1..2, cols 0..1: 4 - 8
-    for name in ("conv-explain-2-1.png", "conv-explain-2-1.svg", "conv-explain-2-1.json",
-                 "conv-explain-2-1-slide.gif", "conv-explain-2-1-slide.json"):
+    stem = "conv-explain-matrix-968682-kernel-1-0-0-1-at2-1"  # the input (a hash of the matrix), kernel, position
+    for name in (f"{stem}.png", f"{stem}.svg", f"{stem}.json", f"{stem}-slide.gif", f"{stem}-slide.json"):
         assert (tmp_path / name).stat().st_size > 0, name
-    sidecar = json.loads((tmp_path / "conv-explain-2-1.json").read_text())
+    sidecar = json.loads((tmp_path / f"{stem}.json").read_text())
     assert sidecar["caption"] in out
 
 
@@ -103,10 +103,10 @@ def test_explain_a_learned_filter_matches_the_model(run_dir: Path, mnist_dir: Pa
 def test_apply_and_panel_write_figures(run_dir: Path, mnist_dir: Path, tmp_path: Path) -> None:
     out = ok("apply", run_dir, "--digit", "7", "--kernel", "sobel_x", "--filter", "conv1:0",
              "--data-dir", mnist_dir, "--out", tmp_path)
-    assert (tmp_path / "conv-apply-sobel_x-conv1_0.png").exists() and "sobel_x and conv1:0" in out
+    assert (tmp_path / "conv-apply-test-digit7-sobel_x+conv1-0.png").exists() and "sobel_x and conv1:0" in out
     out = ok("panel", "--digit", "7", "--kernel", "gaussian", "--setting", "s=2,p=2", "--setting", "d=2",
              "--data-dir", mnist_dir, "--out", tmp_path)
-    assert (tmp_path / "conv-panel-gaussian.png").exists() and "s 2" not in out and "→ 14×14" in out
+    assert (tmp_path / "conv-panel-test-digit7-gaussian-s=2-p=2-d=2.png").exists() and "s 2" not in out and "→ 14×14" in out
     assert "sobel_x" in ok("apply", "--list")
 
 

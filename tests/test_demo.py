@@ -15,7 +15,7 @@ import pytest
 from _helpers import mnist_full, mnist_path, one_thread, partial_dirs, write_mnist_dir
 from convlens import views
 from convlens.demo import DemoResult, run_demo
-from convlens.errors import ConfigError
+from convlens.errors import OutputError
 from convlens.models.run import load_run
 from convlens.train import TrainConfig, evaluate
 
@@ -145,11 +145,11 @@ def test_an_existing_directory_that_is_not_a_demo_is_refused(tmp_path: Path, tin
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "thesis.tex").write_text("precious")
-    with pytest.raises(ConfigError, match=r"exists and is not a convlens demo output.*--out"):
-        tiny_demo(mine, tiny_dir)
+    with pytest.raises(OutputError, match=r"holds files convlens did not write \(thesis.tex\).*--out"):
+        tiny_demo(mine, tiny_dir, overwrite=True)
     assert [p.name for p in mine.iterdir()] == ["thesis.tex"]
     (tmp_path / "afile").write_text("x")
-    with pytest.raises(ConfigError):
+    with pytest.raises(OutputError, match="not a directory"):
         tiny_demo(tmp_path / "afile", tiny_dir)
     assert (tmp_path / "afile").read_text() == "x"
 
@@ -174,7 +174,7 @@ def test_a_failure_keeps_the_previous_demo(tmp_path: Path, tiny_dir: Path, monke
 
     monkeypatch.setattr(curves, "training_curve", boom)
     with pytest.raises(KeyboardInterrupt):
-        tiny_demo(tmp_path / "out", tiny_dir)
+        tiny_demo(tmp_path / "out", tiny_dir, overwrite=True)
     after = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()}
     assert after == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
@@ -194,13 +194,17 @@ def test_ctrl_c_while_training_leaves_nothing(tmp_path: Path, tiny_dir: Path) ->
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_second_demo_replaces_the_first(tmp_path: Path, tiny_dir: Path) -> None:
+def test_a_second_demo_replaces_the_first_only_with_overwrite(tmp_path: Path, tiny_dir: Path) -> None:
     tiny_demo(tmp_path / "out", tiny_dir)
-    (tmp_path / "out" / "figures" / "stale.png").write_bytes(b"old")
-    again = tiny_demo(tmp_path / "out", tiny_dir)
-    assert not (tmp_path / "out" / "figures" / "stale.png").exists()
+    with pytest.raises(OutputError, match="already holds a convlens demo output; add --force"):
+        tiny_demo(tmp_path / "out", tiny_dir)
+    again = tiny_demo(tmp_path / "out", tiny_dir, overwrite=True)
     assert again.index is not None and again.index.is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    (tmp_path / "out" / "figures" / "mine.png").write_bytes(b"mine")  # never deleted, even with overwrite
+    with pytest.raises(OutputError, match=r"figures/mine\.png"):
+        tiny_demo(tmp_path / "out", tiny_dir, overwrite=True)
+    assert (tmp_path / "out" / "figures" / "mine.png").read_bytes() == b"mine"
 
 
 # --- the real thing ------------------------------------------------------------------------------

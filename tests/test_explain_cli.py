@@ -25,12 +25,12 @@ def test_cam_on_a_digit(run_dir: Path, mnist_dir: Path, tmp_path: Path, capsys: 
                           "--data-dir", str(mnist_dir), "--out", str(tmp_path))
     assert code == 0, err
     for ext in ("png", "svg", "json"):
-        assert (tmp_path / f"cam-gradcam-conv2.{ext}").exists()
+        assert (tmp_path / f"cam-gradcam-conv2-class3-test-digit7.{ext}").exists()
     ds = load_dataset("mnist", "test", data_dir=mnist_dir)
     x, _ = ds.item(ds.index_of(7))
     p = float(cam(load_run(run_dir).model, x, layer="conv2", target=3).probabilities[0, 3])
     assert f"Grad-CAM for class 3 (p = {p:.2f}) at conv2" in out
-    sidecar = json.loads((tmp_path / "cam-gradcam-conv2.json").read_text())
+    sidecar = json.loads((tmp_path / "cam-gradcam-conv2-class3-test-digit7.json").read_text())
     assert sidecar["caption"] in out
 
 
@@ -39,7 +39,7 @@ def test_cam_compares_methods_and_classes(run_dir: Path, mnist_dir: Path, tmp_pa
     code, out, err = _cli(capsys, "cam", str(run_dir), "--index", "0", "--methods", "gradcam,scorecam,saliency",
                           "--batch-size", "8", "--data-dir", str(mnist_dir), "--out", str(tmp_path))
     assert code == 0, err
-    assert (tmp_path / "cam-compare.png").exists()
+    assert (tmp_path / "cam-compare-gradcam+scorecam+saliency-pred-test-index0.png").exists()
     assert "3 heatmaps for class" in out and "The model predicts" in out
     code, out, err = _cli(capsys, "cam", str(run_dir), "--index", "0", "--target", "top2", "--method", "layercam",
                           "--data-dir", str(mnist_dir), "--out", str(tmp_path), "--palette", "gray")
@@ -56,7 +56,7 @@ def test_cam_on_an_image_file(run_dir: Path, tmp_path: Path, capsys: pytest.Capt
     code, out, err = _cli(capsys, "cam", str(run_dir), "--image", str(tmp_path / "one.png"), "--method", "saliency",
                           "--out", str(tmp_path))
     assert code == 0, err
-    assert (tmp_path / "cam-saliency.png").exists() and "Saliency for class" in out
+    assert (tmp_path / "cam-saliency-pred-image-one.png").exists() and "Saliency for class" in out
 
 
 @pytest.mark.parametrize(
@@ -82,8 +82,8 @@ def test_faithfulness_table_curves_and_scores(run_dir: Path, mnist_dir: Path, tm
                           "--steps", "4", "--sanity-images", "2", "--data-dir", str(mnist_dir), "--out", str(tmp_path))
     assert code == 0, err
     assert "Faithfulness on 6 test images of mnist" in out and "Grad-CAM" in out and "Saliency" in out
-    assert (tmp_path / "faithfulness.png").exists()
-    scores = json.loads((tmp_path / "faithfulness-scores.json").read_text())
+    assert (tmp_path / "faithfulness-gradcam+saliency-pred-test-n6.png").exists()
+    scores = json.loads((tmp_path / "faithfulness-gradcam+saliency-pred-test-n6-scores.json").read_text())
     assert [m["key"] for m in scores["methods"]] == ["gradcam", "saliency"]
     ds = load_dataset("mnist", "test", data_dir=mnist_dir)
     expected = faithfulness(load_run(run_dir).model, ds, ["gradcam", "saliency"], n=6, steps=4, sanity_images=2)
@@ -125,4 +125,4 @@ def test_cam_help_and_choices_come_from_the_registry(run_dir: Path, mnist_dir: P
     code, out, err = _cli(capsys, "cam", str(run_dir), "--digit", "7", "--method", "test-cam",
                           "--data-dir", str(mnist_dir), "--out", str(tmp_path))
     assert code == 0, err
-    assert (tmp_path / "cam-test-cam.png").exists() and "Test-CAM for class" in out
+    assert (tmp_path / "cam-test-cam-pred-test-digit7.png").exists() and "Test-CAM for class" in out

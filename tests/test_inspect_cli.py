@@ -23,8 +23,8 @@ def test_stats_on_a_run(run_dir: Path, mnist_dir: Path, tmp_path: Path, capsys: 
     code, out, err = _cli(capsys, "stats", str(run_dir), "--layer", "conv2", "--data-dir", str(mnist_dir),
                           "--out", str(tmp_path), "--dump", str(tmp_path / "acts"))
     assert code == 0, err
-    assert (tmp_path / "stats-conv2.png").exists() and (tmp_path / "stats-conv2.svg").exists()
-    sidecar = json.loads((tmp_path / "stats-conv2.json").read_text())
+    assert (tmp_path / "stats-conv2-test.png").exists() and (tmp_path / "stats-conv2-test.svg").exists()
+    sidecar = json.loads((tmp_path / "stats-conv2-test.json").read_text())
     assert sidecar["caption"].startswith("Per-channel activation statistics of conv2 over 1,500 inputs")
     assert "Dead channels" in sidecar["alt"]
     # the printed table is the library's numbers
@@ -41,14 +41,14 @@ def test_stats_defaults_to_every_conv_layer(run_dir: Path, mnist_dir: Path, tmp_
                                             capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = _cli(capsys, "stats", str(run_dir), "--data-dir", str(mnist_dir), "--out", str(tmp_path))
     assert code == 0, err
-    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["stats-conv1.png", "stats-conv2.png"]
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["stats-conv1-test.png", "stats-conv2-test.png"]
 
 
 def test_topk_on_a_run(run_dir: Path, mnist_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = _cli(capsys, "topk", str(run_dir), "--layer", "conv1", "--k", "4", "--channels", "0-2,7",
                           "--data-dir", str(mnist_dir), "--out", str(tmp_path))
     assert code == 0, err
-    sidecar = json.loads((tmp_path / "topk-conv1.json").read_text())
+    sidecar = json.loads((tmp_path / "topk-conv1-test-k4-ch0-2-7.json").read_text())
     assert "the 4 of 1,500 inputs that excite the channel most" in sidecar["caption"]
     assert "filter" in sidecar["caption"]  # conv1 looks at the input: its filters are shown
     from convlens import load_run
@@ -66,7 +66,7 @@ def test_topk_with_a_user_model(mnist_dir: Path, tmp_path: Path, capsys: pytest.
     code, out, err = _cli(capsys, "topk", "--model", "zoo:SeedCNN", "--weights", str(tmp_path / "w.pt"),
                           "--layer", "relu2", "--k", "2", "--data-dir", str(mnist_dir), "--out", str(tmp_path))
     assert code == 0, err
-    assert (tmp_path / "topk-relu2.png").exists()
+    assert (tmp_path / "topk-relu2-test-k2.png").exists()
     assert "receptive field 14×14" in out
 
 

@@ -34,7 +34,7 @@ METRICS = {"epochs": [{"epoch": 1, "step": 8, "train_loss": 1.5, "test_loss": 1.
 
 
 def saved(path: Path, arch: str | CNNConfig = "seed-cnn", seed: int = 0,
-          snapshots: dict[int, torch.Tensor] | None = None) -> tuple[torch.nn.Module, RunConfig]:
+          snapshots: dict[int, torch.Tensor] | None = None, overwrite: bool = False) -> tuple[torch.nn.Module, RunConfig]:
     cfg = arch if isinstance(arch, CNNConfig) else get_config(arch)
     torch.manual_seed(seed)
     model = build_model(cfg)
@@ -44,7 +44,7 @@ def saved(path: Path, arch: str | CNNConfig = "seed-cnn", seed: int = 0,
             if t.is_floating_point():
                 t.copy_(torch.randn_like(t).abs() + 0.1)
     rc = run_config(cfg, seed)
-    save_run(path, rc, model.state_dict(), METRICS, snapshots)
+    save_run(path, rc, model.state_dict(), METRICS, snapshots, overwrite=overwrite)
     return model, rc
 
 
@@ -196,11 +196,12 @@ def test_a_failed_save_leaves_the_old_run_intact(tmp_path: Path, monkeypatch: py
     def boom(*args: object, **kwargs: object) -> None:
         raise exc
 
-    monkeypatch.setattr("safetensors.torch.save_file", boom)
+    monkeypatch.setattr("safetensors.torch.save", boom)
     torch.manual_seed(2)
     new = build_model("seed-cnn")
     with pytest.raises(type(exc)):
-        save_run(tmp_path / "run", run_config(get_config("seed-cnn"), seed=2), new.state_dict(), {"epochs": []})
+        save_run(tmp_path / "run", run_config(get_config("seed-cnn"), seed=2), new.state_dict(), {"epochs": []},
+                 overwrite=True)
     after = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()}
     assert after == before
     assert partial_dirs(tmp_path) == []
@@ -212,15 +213,20 @@ def test_a_failed_first_save_leaves_nothing(tmp_path: Path, monkeypatch: pytest.
     def boom(*args: object, **kwargs: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr("safetensors.torch.save_file", boom)
+    monkeypatch.setattr("safetensors.torch.save", boom)
     with pytest.raises(OSError, match="disk full"):
         save_run(tmp_path / "run", run_config(get_config("seed-cnn")), build_model("seed-cnn").state_dict(), METRICS)
     assert list(tmp_path.iterdir()) == []
 
 
-def test_saving_again_replaces_the_run(tmp_path: Path) -> None:
+def test_saving_again_replaces_the_run_only_when_asked(tmp_path: Path) -> None:
+    from convlens.errors import OutputError
+
     saved(tmp_path / "run", seed=1, snapshots={0: torch.zeros(16, 1, 5, 5)})
-    new, _ = saved(tmp_path / "run", seed=2)
+    with pytest.raises(OutputError, match="already holds a convlens run; add --force"):
+        saved(tmp_path / "run", seed=2)
+    assert load_run(tmp_path / "run").config.seed == 1
+    new, _ = saved(tmp_path / "run", seed=2, overwrite=True)
     run = load_run(tmp_path / "run")
     assert run.config.seed == 2 and state_equal(run.model.state_dict(), new.state_dict())
     assert run.snapshots() == {}  # nothing of the old run survives

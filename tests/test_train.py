@@ -269,12 +269,16 @@ def test_training_refuses_to_replace_a_directory_that_is_not_a_run(tmp_path: Pat
     assert (mine / "thesis.tex").read_text() == "precious"
 
 
-def test_training_again_replaces_an_earlier_run(shared: Recording, tmp_path: Path) -> None:
+def test_training_again_replaces_an_earlier_run_when_asked(shared: Recording, tmp_path: Path) -> None:
     import shutil
+
+    from convlens.errors import OutputError
 
     shutil.copytree(shared.run.path, tmp_path / "run")
     with one_thread():
-        rec = train_recorded(tmp_path / "run", TrainConfig(steps=2, snapshot_every=0, seed=9))
+        with pytest.raises(OutputError, match="already holds a convlens run; add --force"):
+            train_recorded(tmp_path / "run", TrainConfig(steps=2, snapshot_every=0, seed=9))
+        rec = train_recorded(tmp_path / "run", TrainConfig(steps=2, snapshot_every=0, seed=9), overwrite=True)
     run = load_run(tmp_path / "run")
     assert run.config.seed == 9 and run.metrics["completed_steps"] == 2
     assert state_equal(run.model.state_dict(), rec.run.model.state_dict())

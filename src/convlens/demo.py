@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from convlens._atomic import atomic_dir
-from convlens.errors import ConfigError
+from convlens._atomic import atomic_dir, check_replaceable, claim
 from convlens.train.config import TrainConfig
 
 if TYPE_CHECKING:
@@ -42,11 +41,12 @@ class DemoResult:
     index: Path | None = None
 
 
-def _check_out(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).exists())):
-        raise ConfigError(
-            f"{out} exists and is not a convlens demo output; choose another --out or remove it"
-        )
+def _check_out(out: Path, overwrite: bool) -> None:
+    """The output policy (:func:`convlens._atomic.check_replaceable`) for a demo output."""
+    from convlens.models.run import RUN_FILES
+
+    check_replaceable(out, overwrite=overwrite, what="demo output",
+                      known=("run", "figures", *(f"run/{f}" for f in RUN_FILES)))
 
 
 def run_demo(
@@ -58,12 +58,22 @@ def run_demo(
     digit: int = 7,
     layers: Sequence[str] = ("conv1", "conv2"),
     callbacks: Sequence[Callback] = (),
+    overwrite: bool = False,
 ) -> DemoResult:
     """Train ``seed-cnn`` on MNIST and write the run, figures and ``index.html`` into ``out``.
 
     Both splits are read once: the figures' input is the first ``digit`` of the test
-    split the model was evaluated on.
+    split the model was evaluated on. ``out`` is claimed while the demo runs; an earlier
+    demo output there is replaced (when the new one is complete) only with ``overwrite``,
+    and never while it holds files convlens did not write.
     """
+    with claim(out):
+        _check_out(Path(out), overwrite)
+        return _run_demo(Path(out), data_dir, device, config, digit, layers, callbacks)
+
+
+def _run_demo(out: Path, data_dir: str | os.PathLike[str] | None, device: str, config: TrainConfig | None,
+              digit: int, layers: Sequence[str], callbacks: Sequence[Callback]) -> DemoResult:
     from convlens import views
     from convlens._progress import progress_bar
     from convlens.data import load_dataset
@@ -71,8 +81,6 @@ def run_demo(
     from convlens.viz.figure import save
     from convlens.viz.html import Entry, render_page
 
-    out = Path(out)
-    _check_out(out)
     train_data = load_dataset("mnist", "train", data_dir=data_dir)
     test_data = load_dataset("mnist", "test", data_dir=data_dir)
     cfg = config or TrainConfig()

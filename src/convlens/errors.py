@@ -44,6 +44,15 @@ class RunError(ConvlensError):
     """A run directory is missing, incomplete or unreadable."""
 
 
+class OutputError(ConvlensError, OSError):
+    """An output cannot be written: it exists (and replacing it was not asked for), it
+    holds files convlens did not write, another process is writing it, or its place is
+    not writable. The message names the path and the fix."""
+
+    def __str__(self) -> str:  # OSError would format (errno, strerror) pairs
+        return str(self.args[0]) if self.args else ""
+
+
 class ImageError(ConvlensError, ValueError):
     """A user image could not be read."""
 

@@ -699,20 +699,34 @@ def train_run(
     device: str = "auto",
     callbacks: Sequence[Callback] = (),
     data: tuple[ImageDataset, ImageDataset] | None = None,
+    overwrite: bool = False,
 ) -> Run:
     """Train ``arch`` (sized for the data's channels, image size and classes) on ``dataset``
     and write the run directory ``out``; what ``convlens train`` and the demo do.
 
     ``data`` is ``(train, test)`` already in memory; by default both splits are loaded
-    from ``data_dir`` (see :func:`convlens.data.load_dataset`). The config is checked
-    before any data is read.
+    from ``data_dir`` (see :func:`convlens.data.load_dataset`). The config and ``out``
+    are checked before any data is read: ``out`` is claimed (a second writer fails), and
+    an earlier run there is replaced only with ``overwrite`` (see
+    :func:`convlens.train.train`).
     """
-    from convlens.models.registry import get_config
+    from convlens._atomic import claim
+    from convlens.models.run import ensure_replaceable
     from convlens.train.config import TrainConfig
-    from convlens.train.loop import train
 
     cfg = config or TrainConfig()
     cfg.validate()
+    with claim(out):
+        ensure_replaceable(out, overwrite=overwrite)
+        return _train_run(out, arch, dataset, data_dir, cfg, device, callbacks, data, overwrite)
+
+
+def _train_run(out: str | os.PathLike[str], arch: str, dataset: str, data_dir: str | os.PathLike[str] | None,
+               cfg: TrainConfig, device: str, callbacks: Sequence[Callback],
+               data: tuple[ImageDataset, ImageDataset] | None, overwrite: bool) -> Run:
+    from convlens.models.registry import get_config
+    from convlens.train.loop import train
+
     if data is None:
         from convlens.data import load_dataset
 
@@ -720,7 +734,7 @@ def train_run(
     train_data, test_data = data
     c, h, w = train_data.shape
     model_cfg = get_config(arch, in_channels=c, input_size=(h, w), num_classes=len(train_data.classes))
-    return train(model_cfg, train_data, test_data, out, cfg, device=device, callbacks=callbacks)
+    return train(model_cfg, train_data, test_data, out, cfg, device=device, callbacks=callbacks, overwrite=overwrite)
 
 # --- comparing two models -----------------------------------------------------------------------
 

@@ -50,7 +50,11 @@ def palette_option(f: F) -> F:
 
 
 def out_option(default: str | None = None) -> Callable[[F], F]:
+    """``--out DIR`` for the figures, and ``--force`` (alias ``--overwrite``) to replace
+    figures of the same name; the command receives ``out`` and ``force``."""
+
     def deco(f: F) -> F:
+        f = force_option(f)
         return click.option(
             "--out",
             type=click.Path(path_type=Path),
@@ -59,6 +63,29 @@ def out_option(default: str | None = None) -> Callable[[F], F]:
         )(f)
 
     return deco
+
+
+def force_option(f: F) -> F:
+    """``--force`` / ``--overwrite``: the one switch that lets a command replace what an
+    earlier command wrote (a run, a demo output, figures of the same name, a dump). Files
+    convlens did not write are never replaced, with or without it."""
+    return click.option("--force", "--overwrite", "force", is_flag=True,
+                        help="Replace an earlier output of the same name (never files convlens did not write).")(f)
+
+
+def figures_dest(handle: ModelHandle | None, out: Path | None, stems: list[str], force: bool,
+                 extra: tuple[str, ...] = (), files: tuple[str, ...] = ()) -> Path:
+    """Where the figures ``stems`` go (``--out``, else RUN/figures, else ./figures),
+    checked before the work: writable, and (without ``--force``) none of them there yet."""
+    from convlens.viz.figure import check_figures
+
+    dest = handle.figures_dir(out) if handle is not None else (out if out is not None else Path("figures"))
+    if out is None and handle is not None and handle.path is not None:
+        fix = "give --out DIR to write the figures elsewhere"
+    else:
+        fix = "choose another --out"
+    check_figures(dest, stems, overwrite=force, extra=extra, files=files, fix=fix)
+    return dest
 
 
 # --- which input ---------------------------------------------------------------------------------
@@ -88,6 +115,21 @@ class Inputs:
     def choice(self) -> dict[str, Any]:
         """Keyword arguments for :func:`convlens.views.choose_input`."""
         return {"digit": self.digit, "index": self.index, "image": self.image, "nth": self.nth, "split": self.split}
+
+    def slug(self) -> str:
+        """The input as a figure names it: ``test-digit7``, ``test-digit7-nth2``,
+        ``train-index12``, ``image-cat``, ``matrix-1a2b3c`` ("" when none was given)."""
+        import hashlib
+
+        if self.image is not None:
+            return f"image-{self.image.stem}"
+        if self.matrix is not None:
+            return "matrix-" + hashlib.sha256(self.matrix.encode()).hexdigest()[:6]
+        if self.index is not None:
+            return f"{self.split}-index{self.index}"
+        if self.digit is not None:
+            return f"{self.split}-digit{self.digit}" + (f"-nth{self.nth}" if self.nth else "")
+        return ""
 
 
 def input_options(*, matrix: bool = False) -> Callable[[F], F]:

@@ -14,6 +14,7 @@ from convlens.cli._common import (
     console,
     data_dir_option,
     device_option,
+    figures_dest,
     input_options,
     model_source,
     out_option,
@@ -87,10 +88,6 @@ def _input(handle: ModelHandle | None, inputs: Inputs, dataset: str, data_dir: P
                             normalised=normalised)
 
 
-def _out_dir(handle: ModelHandle | None, out: Path | None) -> Path:
-    if handle is not None:
-        return Path(handle.figures_dir(out))
-    return out if out is not None else Path("figures")
 
 
 def _position(text: str | None) -> tuple[int, int] | None:
@@ -193,7 +190,7 @@ def explain(inputs: Inputs, kernel_text: str | None, filter_spec: str | None, ru
             weights: Path | None, dataset: str, input_shape: str | None, stride: str | None, padding: str | None,
             dilation: str | None, padding_mode: str | None, flip: bool, bias: float | None, at: str | None,
             figure: bool, gif: bool, max_frames: int, palette: PaletteName, data_dir: Path | None, device: str,
-            out: Path | None) -> None:
+            out: Path | None, force: bool) -> None:
     """How one output value is made: the window on the padded input, the products, their
     sum plus the bias.
 
@@ -205,7 +202,7 @@ def explain(inputs: Inputs, kernel_text: str | None, filter_spec: str | None, ru
     """
     from convlens import views
     from convlens.viz.conv import explanation_figure, explanation_gif, explanation_table
-    from convlens.viz.figure import save
+    from convlens.viz.figure import figure_stem, save
 
     handle = _handle(run, spec, weights, dataset, input_shape, device)
     x = _input(handle, inputs, dataset, data_dir, normalised=filter_spec is not None)
@@ -217,14 +214,18 @@ def explain(inputs: Inputs, kernel_text: str | None, filter_spec: str | None, ru
     con = console()
     con.print(f"[dim]{label}[/]")
     con.print(explanation_table(e))
-    stem = f"conv-explain-{e.position[0]}-{e.position[1]}"
+    stem = figure_stem("conv-explain", inputs.slug(), k.name[:40], f"at{e.position[0]},{e.position[1]}",
+                       "gray" if palette == "gray" else None)
+    if figure or gif:
+        dest = figures_dest(handle, out, [stem] if figure else [], force,
+                            files=(f"{stem}-slide.gif", f"{stem}-slide.json") if gif else ())
     if figure:
         fig = explanation_figure(e, palette=palette, label=label)
-        print_written(save(fig, _out_dir(handle, out), stem), "figure")
+        print_written(save(fig, dest, stem, overwrite=force), "figure")
         click.echo(fig.caption)
     if gif:
         anim = explanation_gif(e, palette=palette, max_frames=max_frames, label=label)
-        paths = anim.save(_out_dir(handle, out), f"{stem}-slide")
+        paths = anim.save(dest, f"{stem}-slide", overwrite=force)
         con.print(f"animation: [bold]{paths['gif']}[/] ({anim.frames} frames, + .json)")
         click.echo(anim.caption)
 
@@ -246,7 +247,7 @@ def explain(inputs: Inputs, kernel_text: str | None, filter_spec: str | None, ru
 def apply(inputs: Inputs, kernel_texts: tuple[str, ...], filter_specs: tuple[str, ...], list_only: bool,
           run: Path | None, spec: str | None, weights: Path | None, dataset: str, input_shape: str | None,
           stride: str | None, padding: str | None, dilation: str | None, padding_mode: str | None, flip: bool,
-          palette: PaletteName, data_dir: Path | None, device: str, out: Path | None) -> None:
+          palette: PaletteName, data_dir: Path | None, device: str, out: Path | None, force: bool) -> None:
     """Classic kernels and learned filters applied to an image, side by side.
 
     \b
@@ -257,7 +258,7 @@ def apply(inputs: Inputs, kernel_texts: tuple[str, ...], filter_specs: tuple[str
     """
     from convlens import views
     from convlens.conv import KERNELS
-    from convlens.viz.figure import save
+    from convlens.viz.figure import figure_stem, save
 
     if list_only:
         con = console()
@@ -269,8 +270,9 @@ def apply(inputs: Inputs, kernel_texts: tuple[str, ...], filter_specs: tuple[str
     fig = views.conv_apply(x, handle, kernels=kernel_texts, filters=filter_specs, stride=_pair(stride, "stride"),
                            padding=_number(padding, "padding"), dilation=_pair(dilation, "dilation"),
                            padding_mode=padding_mode, flip=flip, palette=palette)
-    names = "-".join(n.replace(":", "_") for n in fig.data["names"])[:60]
-    print_written(save(fig, _out_dir(handle, out), f"conv-apply-{names}"), "kernels")
+    names = "+".join(fig.data["names"])[:60]
+    stem = figure_stem("conv-apply", inputs.slug(), names, "gray" if palette == "gray" else None)
+    print_written(save(fig, figures_dest(handle, out, [stem], force), stem, overwrite=force), "kernels")
     click.echo(fig.caption)
 
 
@@ -288,7 +290,7 @@ def apply(inputs: Inputs, kernel_texts: tuple[str, ...], filter_specs: tuple[str
 @out_option()
 def panel(inputs: Inputs, kernel_text: str | None, filter_spec: str | None, run: Path | None, spec: str | None,
           weights: Path | None, dataset: str, input_shape: str | None, settings: tuple[str, ...],
-          palette: PaletteName, data_dir: Path | None, device: str, out: Path | None) -> None:
+          palette: PaletteName, data_dir: Path | None, device: str, out: Path | None, force: bool) -> None:
     """One input and one kernel under several stride/padding/dilation settings, each map
     at its true size.
 
@@ -299,12 +301,13 @@ def panel(inputs: Inputs, kernel_text: str | None, filter_spec: str | None, run:
     """
     from convlens import views
     from convlens.conv import parse_params
-    from convlens.viz.figure import save
+    from convlens.viz.figure import figure_stem, save
 
     handle = _handle(run, spec, weights, dataset, input_shape, device)
     x = _input(handle, inputs, dataset, data_dir, normalised=filter_spec is not None)
     k = views.conv_kernel(x, handle, kernel=kernel_text, filter=filter_spec)
     fig = views.conv_panel(k, [parse_params(s) for s in settings] if settings else None, palette=palette,
                            label=f"{x.label} ⋆ {k.name}")
-    print_written(save(fig, _out_dir(handle, out), f"conv-panel-{k.name.replace(':', '_')}"), "panel")
+    stem = figure_stem("conv-panel", inputs.slug(), k.name[:40], *settings, "gray" if palette == "gray" else None)
+    print_written(save(fig, figures_dest(handle, out, [stem], force), stem, overwrite=force), "panel")
     click.echo(fig.caption)

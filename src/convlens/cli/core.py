@@ -13,6 +13,8 @@ from convlens.cli._common import (
     console,
     data_dir_option,
     device_option,
+    figures_dest,
+    force_option,
     input_options,
     model_source,
     open_source,
@@ -28,12 +30,13 @@ if TYPE_CHECKING:
 
 @app.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("convlens-demo"), show_default=True,
-              help="Output directory (replaced atomically when the demo completes).")
+              help="Output directory (with --force an earlier demo there is replaced when the new one completes).")
 @data_dir_option
 @device_option
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override the default number of epochs (8).")
 @click.option("--seed", type=int, default=0, show_default=True)
-def demo(out: Path, data_dir: Path | None, device: str, epochs: int | None, seed: int) -> None:
+@force_option
+def demo(out: Path, data_dir: Path | None, device: str, epochs: int | None, seed: int, force: bool) -> None:
     """Train seed-cnn on MNIST; write its filters (Figure 1), the feature maps of a '7'
     (Figure 2), the training curve and an index.html into OUT."""
     from convlens.demo import run_demo
@@ -42,7 +45,7 @@ def demo(out: Path, data_dir: Path | None, device: str, epochs: int | None, seed
     cfg = TrainConfig(seed=seed).updated(epochs=epochs)
     con = console()
     result = run_demo(out, data_dir=data_dir, device=device, config=cfg,
-                      callbacks=[RichProgress("seed-cnn on MNIST")])
+                      callbacks=[RichProgress("seed-cnn on MNIST")], overwrite=force)
     con.print(f"\ntest accuracy: [bold]{result.accuracy:.2%}[/]")
     con.print(f"run:     {result.out / 'run'}")
     for stem, path in result.figures.items():
@@ -69,11 +72,14 @@ def demo(out: Path, data_dir: Path | None, device: str, epochs: int | None, seed
               help="Record first-layer filters every N steps; 0: never [default: 50].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @device_option
-def train(arch: str, dataset: str, data_dir: Path | None, out: Path | None, device: str, seed: int,
+@force_option
+def train(arch: str, dataset: str, data_dir: Path | None, out: Path | None, device: str, seed: int, force: bool,
           **overrides: int | float | str | None) -> None:
     """Train a model and write a run directory (config, weights, metrics, filter snapshots).
 
-    Ctrl-C keeps a valid run holding the last completed epoch.
+    An existing run is replaced only with --force (when the first epoch completes), and
+    never while it holds files convlens did not write. Ctrl-C keeps a valid run holding
+    the last completed epoch.
     """
     from convlens import views
     from convlens.train import RichProgress, TrainConfig
@@ -81,11 +87,15 @@ def train(arch: str, dataset: str, data_dir: Path | None, out: Path | None, devi
     cfg = TrainConfig(seed=seed).updated(**overrides)
     out = out or views.default_run_dir(arch, dataset, seed)
     con = console()
+    metrics = out / "metrics.json"
+    before = metrics.stat().st_mtime_ns if metrics.exists() else None
     try:
         run = views.train_run(out, arch=arch, dataset=dataset, data_dir=data_dir, config=cfg, device=device,
-                              callbacks=[RichProgress(f"{arch} on {dataset}")])
+                              callbacks=[RichProgress(f"{arch} on {dataset}")], overwrite=force)
     except KeyboardInterrupt:
-        if (out / "metrics.json").exists():
+        if before is not None and metrics.exists() and metrics.stat().st_mtime_ns == before:
+            con.print(f"interrupted before the first epoch completed: {out} still holds the earlier run")
+        elif metrics.exists():
             con.print(f"interrupted: {out} holds the last completed epoch")
         else:
             con.print("interrupted before the first epoch completed: no run was written")
@@ -108,11 +118,14 @@ def models() -> None:
 @click.option("--arch", default="seed-cnn", show_default=True, help="The architecture the weights belong to.")
 @click.option("--dataset", default="mnist", show_default=True, help="The data the model reads.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Run directory to create.")
-def import_weights(weights: Path, arch: str, dataset: str, out: Path) -> None:
-    """Make a run from a foreign state dict (.pt read with weights_only=True, or .safetensors)."""
+@force_option
+def import_weights(weights: Path, arch: str, dataset: str, out: Path, force: bool) -> None:
+    """Make a run from a foreign state dict (.pt read with weights_only=True, or .safetensors).
+
+    An existing run at --out is replaced only with --force."""
     from convlens.models.run import import_weights as do_import
 
-    run = do_import(weights, out, arch=arch, dataset=dataset)
+    run = do_import(weights, out, arch=arch, dataset=dataset, overwrite=force)
     click.echo(f"run: {run.path}")
 
 
@@ -139,21 +152,26 @@ def download(dataset: str) -> None:
 @out_option()
 def filters(run: Path | None, spec: str | None, weights: Path | None, dataset: str, input_shape: str | None,
             layer: str, scale: Literal["shared", "per-filter"], rgb: bool | None, evolution: bool,
-            palette: PaletteName, out: Path | None) -> None:
+            palette: PaletteName, out: Path | None, force: bool) -> None:
     """Figure 1: the filters of a conv layer of RUN (or --model) in a grid."""
     from convlens import views
     from convlens.errors import ConfigError
-    from convlens.viz.figure import save
+    from convlens.viz.figure import figure_stem, save
 
     h = open_source(run, spec, weights, dataset, input_shape)
+    gray = "gray" if palette == "gray" else None
+    view = {True: "rgb", False: "per-channel", None: None}[rgb]
+    stem = figure_stem("filters", layer, scale if scale != "shared" else None, view, gray)
+    evolution_stem = figure_stem("filters-evolution", gray)
+    if evolution and h.run is None:
+        raise ConfigError("--evolution needs a run directory (its filter snapshots)")
+    dest = figures_dest(h, out, [stem, evolution_stem] if evolution else [stem], force)
     fig = views.filters(h, layer, scale=scale, palette=palette, rgb=rgb)
-    dest = h.figures_dir(out)
-    print_written(save(fig, dest, f"filters-{layer}"), "filters")
+    print_written(save(fig, dest, stem, overwrite=force), "filters")
     click.echo(fig.caption)
-    if evolution:
-        if h.run is None:
-            raise ConfigError("--evolution needs a run directory (its filter snapshots)")
-        print_written(save(views.evolution(h.run, palette=palette), dest, "filters-evolution"), "evolution")
+    if evolution and h.run is not None:
+        print_written(save(views.evolution(h.run, palette=palette), dest, evolution_stem, overwrite=force),
+                      "evolution")
 
 
 @app.command()
@@ -170,15 +188,18 @@ def filters(run: Path | None, spec: str | None, weights: Path | None, dataset: s
 @out_option()
 def maps(run: Path | None, spec: str | None, weights: Path | None, dataset: str, input_shape: str | None,
          inputs: Inputs, layer: str, stage: Stage, sort: bool, scale: Literal["shared", "per-map"],
-         palette: PaletteName, data_dir: Path | None, device: str, out: Path | None) -> None:
+         palette: PaletteName, data_dir: Path | None, device: str, out: Path | None, force: bool) -> None:
     """Figure 2: an input beside the feature maps of any layer of RUN (or --model)."""
     from convlens import views
-    from convlens.viz.figure import save
+    from convlens.viz.figure import figure_stem, save
 
     h = open_source(run, spec, weights, dataset, input_shape, device)
+    stem = figure_stem("maps", layer, stage, inputs.slug(), "sorted" if sort else None,
+                       scale if scale != "shared" else None, "gray" if palette == "gray" else None)
+    dest = figures_dest(h, out, [stem], force)
     chosen = views.choose_input(h, **inputs.choice(), data_dir=data_dir)
     fig = views.maps(h, chosen, layer, stage=stage, sort=sort, scale=scale, palette=palette)
-    print_written(save(fig, h.figures_dir(out), f"maps-{layer.replace('.', '-')}-{stage}"), "feature maps")
+    print_written(save(fig, dest, stem, overwrite=force), "feature maps")
     click.echo(fig.caption)
 
 

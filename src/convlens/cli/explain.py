@@ -14,6 +14,7 @@ from convlens.cli._common import (
     console,
     data_dir_option,
     device_option,
+    figures_dest,
     input_options,
     method_option,
     model_source,
@@ -33,6 +34,12 @@ def _layers(layer: tuple[str, ...]) -> str | list[str] | None:
 
 def _methods(text: str) -> str | list[str]:
     return "all" if text.strip() == "all" else [m.strip() for m in text.split(",") if m.strip()]
+
+
+def _target(target: str) -> str:
+    """The target as a figure names it: pred, class3, top3."""
+    t = target.strip()
+    return f"class{t}" if t.isdigit() else t
 
 
 _LAYER_HELP = "Layer for the CAM methods (repeat for several) [default: the last layer with a spatial output]."
@@ -56,22 +63,26 @@ _LAYER_HELP = "Layer for the CAM methods (repeat for several) [default: the last
 @out_option()
 def cam(run: Path | None, spec: str | None, weights: Path | None, dataset: str, input_shape: str | None,
         inputs: Inputs, method: str, methods: str | None, layer: tuple[str, ...], target: str, alpha: float,
-        batch_size: int | None, palette: PaletteName, data_dir: Path | None, device: str, out: Path | None) -> None:
+        batch_size: int | None, palette: PaletteName, data_dir: Path | None, device: str, out: Path | None,
+        force: bool) -> None:
     """Which regions of one input drive the prediction of RUN (or --model): a heatmap over it."""
     from convlens import views
-    from convlens.viz.figure import save
+    from convlens.viz.figure import figure_stem, save
 
     h = open_source(run, spec, weights, dataset, input_shape, device)
+    several = _methods(methods) if methods is not None else None
+    what = method if several is None else "compare-" + (several if isinstance(several, str) else "+".join(several))
+    stem = figure_stem("cam", what, "+".join(layer), _target(target), inputs.slug(),
+                       "gray" if palette == "gray" else None)
+    dest = figures_dest(h, out, [stem], force)
     chosen = views.choose_input(h, **inputs.choice(), data_dir=data_dir)
-    if methods is not None:
-        fig = views.compare_view(h, chosen, methods=_methods(methods), layer=_layers(layer), target=target,
+    if several is not None:
+        fig = views.compare_view(h, chosen, methods=several, layer=_layers(layer), target=target,
                                  palette=palette, alpha=alpha, batch_size=batch_size)
-        stem = "cam-compare"
     else:
         fig = views.cam_view(h, chosen, method=method, layer=_layers(layer), target=target, palette=palette,
                              alpha=alpha, batch_size=batch_size)
-        stem = f"cam-{method}" + ("-" + "-".join(layer).replace(".", "-") if layer else "")
-    print_written(save(fig, h.figures_dir(out), stem), "heatmap")
+    print_written(save(fig, dest, stem, overwrite=force), "heatmap")
     click.echo(fig.caption)
 
 
@@ -98,15 +109,22 @@ def cam(run: Path | None, spec: str | None, weights: Path | None, dataset: str, 
 def faithfulness(run: Path | None, spec: str | None, weights: Path | None, dataset: str, input_shape: str | None,
                  methods: str, n: int, layer: tuple[str, ...], target: str, steps: int, sanity_images: int,
                  split: Literal["test", "train"], seed: int, batch_size: int, palette: PaletteName,
-                 data_dir: Path | None, device: str, out: Path | None) -> None:
+                 data_dir: Path | None, device: str, out: Path | None, force: bool) -> None:
     """How faithful are the heatmaps of RUN (or --model)? Deletion/insertion AUC, Average Drop,
     Increase in Confidence and the model-randomisation check, as a table and curves."""
+    import json
+
     from rich.table import Table
 
     from convlens import views
-    from convlens.viz.figure import save
+    from convlens.viz.figure import figure_stem, save
 
     h = open_source(run, spec, weights, dataset, input_shape, device)
+    names = _methods(methods)
+    stem = figure_stem("faithfulness", names if isinstance(names, str) else "+".join(names), "+".join(layer),
+                       _target(target), split, f"n{n}", f"seed{seed}" if seed else None,
+                       "gray" if palette == "gray" else None)
+    dest = figures_dest(h, out, [stem], force, extra=("scores.json",))  # before the work, not after
     view = views.faithfulness(h, _methods(methods), n=n, layer=_layers(layer), target=target, steps=steps,
                               sanity_images=sanity_images, split=split, seed=seed, batch_size=batch_size,
                               data_dir=data_dir, palette=palette)
@@ -126,6 +144,7 @@ def faithfulness(run: Path | None, spec: str | None, weights: Path | None, datas
     for s in report.scores.values():
         if s.sanity is not None and s.sanity.flagged:
             con.print(s.sanity.message())
-    dest = h.figures_dir(out)
-    print_written(save(view.figure, dest, "faithfulness"), "curves")
-    con.print(f"scores: [bold]{report.save(dest / 'faithfulness-scores.json')}[/]")
+    scores = (json.dumps(report.to_dict(), indent=2) + "\n").encode()
+    paths = save(view.figure, dest, stem, overwrite=force, extra={"scores.json": scores})
+    print_written(paths, "curves")
+    con.print(f"scores: [bold]{paths['scores.json']}[/]")

@@ -12,6 +12,7 @@ from convlens.cli._common import (
     console,
     data_dir_option,
     device_option,
+    figures_dest,
     model_source,
     open_source,
     out_option,
@@ -43,10 +44,6 @@ def _channels(text: str | None) -> list[int] | None:
     return out
 
 
-def _stem(layer: str) -> str:
-    return layer.replace(".", "-").replace("#", "-call")
-
-
 _split = click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True,
                       help="Which split of the model's dataset to stream.")
 _batch = click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
@@ -71,23 +68,28 @@ _batch = click.option("--batch-size", type=click.IntRange(min=1), default=256, s
 def stats(run: Path | None, spec: str | None, weights: Path | None, dataset: str, input_shape: str | None,
           layer_names: tuple[str, ...], split: Literal["test", "train"], batch_size: int, threshold: float,
           rare_below: float, dump: Path | None, palette: PaletteName, data_dir: Path | None, device: str,
-          out: Path | None) -> None:
-    """Per-channel statistics of layers of RUN (or --model) over a dataset; dead filters flagged."""
+          out: Path | None, force: bool) -> None:
+    """Per-channel statistics of layers of RUN (or --model) over a dataset; dead filters flagged.
+
+    With --dump the activations go to a directory too; an earlier dump there is replaced
+    only with --force."""
     from convlens import views
     from convlens.inspect import channel_stats, layers
-    from convlens.viz.figure import save
+    from convlens.viz.figure import figure_stem, save
     from convlens.viz.inspect import stats_figure
 
     h = open_source(run, spec, weights, dataset, input_shape, device)
     names = list(layer_names) or layers(h.model, h.input_shape).convs
+    gray = "gray" if palette == "gray" else None
+    dest = figures_dest(h, out, [figure_stem("stats", n, split, gray) for n in names], force)
     ds = views.dataset_for(h, split, data_dir=data_dir)
     report = channel_stats(h.model, ds, names, batch_size=batch_size, threshold=threshold,
-                           rare_below=rare_below, dump_to=dump, progress=None)
+                           rare_below=rare_below, dump_to=dump, progress=None, dump_overwrite=force)
     con = console()
     for key, layer_stats in report.items():
         con.print(layer_stats)
         fig = stats_figure(layer_stats, palette=palette)
-        print_written(save(fig, h.figures_dir(out), f"stats-{_stem(key)}"), "statistics")
+        print_written(save(fig, dest, figure_stem("stats", key, split, gray), overwrite=force), "statistics")
         click.echo(fig.caption)
     if report.dump_dir is not None:
         con.print(f"activations: [bold]{report.dump_dir}[/]")
@@ -107,15 +109,21 @@ def stats(run: Path | None, spec: str | None, weights: Path | None, dataset: str
 @out_option()
 def topk(run: Path | None, spec: str | None, weights: Path | None, dataset: str, input_shape: str | None,
          layer: str, k: int, channels: str | None, split: Literal["test", "train"], batch_size: int,
-         palette: PaletteName, data_dir: Path | None, device: str, out: Path | None) -> None:
+         palette: PaletteName, data_dir: Path | None, device: str, out: Path | None, force: bool) -> None:
     """The k inputs that excite each channel of --layer most, with their receptive-field crops."""
     from rich.table import Table
 
     from convlens import views
-    from convlens.viz.figure import save
+    from convlens.viz.figure import figure_stem, save
 
     h = open_source(run, spec, weights, dataset, input_shape, device)
     chosen = _channels(channels)
+
+    def stem(key: str) -> str:
+        return figure_stem("topk", key, split, f"k{k}", f"ch{channels}" if channels else None,
+                           "gray" if palette == "gray" else None)
+
+    dest = figures_dest(h, out, [stem(layer)], force)
     view = views.topk(h, layer, k=k, channels=chosen, split=split, batch_size=batch_size, data_dir=data_dir,
                       palette=palette)
     ds, con = view.data, console()
@@ -131,5 +139,5 @@ def topk(run: Path | None, spec: str | None, weights: Path | None, dataset: str,
             table.add_row(str(ch), vals, idx)
         con.print(table)
         fig = view.figures[key]
-        print_written(save(fig, h.figures_dir(out), f"topk-{_stem(key)}"), "top-k gallery")
+        print_written(save(fig, dest, stem(key), overwrite=force), "top-k gallery")
         click.echo(fig.caption)

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from convlens._atomic import AtomicDir
+from convlens._atomic import AtomicDir, check_replaceable
 from convlens.errors import ConfigError, DataError, LayerError, unknown_name
 
 if TYPE_CHECKING:
@@ -52,11 +52,14 @@ def _file_stem(key: str) -> str:
 class ActivationWriter:
     """A pass reducer that writes every layer output it sees into safetensors shards."""
 
-    def __init__(self, out_dir: str | os.PathLike[str], *, dtype: torch.dtype = torch.float32, shard_mb: float = 32.0) -> None:
+    def __init__(self, out_dir: str | os.PathLike[str], *, dtype: torch.dtype = torch.float32, shard_mb: float = 32.0,
+                 overwrite: bool = False) -> None:
         if not dtype.is_floating_point:
             raise ConfigError(f"dump dtype must be a floating type, got {dtype}")
         if shard_mb <= 0:
             raise ConfigError(f"shard_mb must be positive, got {shard_mb}")
+        # before the pass: an earlier dump is replaced only with overwrite, a folder of other files never
+        check_replaceable(out_dir, overwrite=overwrite, what="activation dump", fix="choose another --dump")
         self._dir = AtomicDir(out_dir)
         self.target = self._dir.target
         self.tmp = self._dir.path
@@ -78,7 +81,7 @@ class ActivationWriter:
             self._flush(key)
 
     def _flush(self, key: str) -> None:
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
         buf = self._buffers.get(key)
         if not buf:
@@ -88,7 +91,8 @@ class ActivationWriter:
         shards = self._shards.setdefault(key, [])
         name = f"{_file_stem(key)}-{len(shards):05d}.safetensors"
         index = torch.arange(start, start + acts.shape[0], dtype=torch.int64)
-        save_file({"activations": acts.contiguous(), "index": index}, str(self.tmp / name))
+        # bytes through open(): the umask decides the mode (save_file makes shards 0600)
+        (self.tmp / name).write_bytes(save({"activations": acts.contiguous(), "index": index}))
         shards.append({"file": name, "start": start, "count": int(acts.shape[0])})
         buf.clear()
         self._bytes[key] = 0
@@ -126,16 +130,18 @@ def dump_activations(
     dtype: torch.dtype = torch.float32,
     shard_mb: float = 32.0,
     progress: bool | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Stream ``data`` through ``model`` and write the outputs of ``layers`` to ``out_dir``.
 
     One pass in eval mode without gradients; memory stays at one batch plus one shard per
     layer. Returns the dump directory (see :func:`read_activations`). To get statistics in
-    the same pass, use ``channel_stats(..., dump_to=out_dir)``.
+    the same pass, use ``channel_stats(..., dump_to=out_dir)``. An earlier dump at
+    ``out_dir`` is replaced only with ``overwrite``.
     """
     from convlens.inspect.passes import stream
 
-    writer = ActivationWriter(out_dir, dtype=dtype, shard_mb=shard_mb)
+    writer = ActivationWriter(out_dir, dtype=dtype, shard_mb=shard_mb, overwrite=overwrite)
     try:
         n, shapes = stream(model, data, layers, [writer], batch_size=batch_size, progress=progress,
                              description="activations")

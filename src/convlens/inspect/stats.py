@@ -220,12 +220,14 @@ def channel_stats(
     dump_to: str | Path | None = None,
     dump_dtype: torch.dtype = torch.float32,
     progress: bool | None = None,
+    dump_overwrite: bool = False,
 ) -> StatsReport:
     """Per-channel statistics of ``layers`` over ``data``, in one streaming pass.
 
     ``data`` is an ImageDataset, a float tensor of inputs or an iterable of batches (see
     :mod:`convlens.inspect.passes`). With ``dump_to`` the activations are also written to
-    that directory as safetensors shards (see :func:`convlens.inspect.dump.read_activations`).
+    that directory as safetensors shards (see :func:`convlens.inspect.dump.read_activations`);
+    an earlier dump there is replaced only with ``dump_overwrite``.
     The model runs in eval mode without gradients and is left as it was.
     """
     for name, v in (("threshold", threshold), ("dead_at", dead_at), ("rare_below", rare_below)):
@@ -239,7 +241,7 @@ def channel_stats(
     if dump_to is not None:
         from convlens.inspect.dump import ActivationWriter
 
-        writer = ActivationWriter(dump_to, dtype=dump_dtype)
+        writer = ActivationWriter(dump_to, dtype=dump_dtype, overwrite=dump_overwrite)
         reducers.append(writer)
     try:
         n, shapes = stream(model, data, layers, reducers, batch_size=batch_size, progress=progress, description="statistics")

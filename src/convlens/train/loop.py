@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from convlens._atomic import claim
 from convlens.data.fingerprint import fingerprint
 from convlens.inspect._state import eval_mode
 from convlens.models.builder import build_cnn
@@ -101,6 +102,7 @@ def train(
     *,
     device: str = "auto",
     callbacks: Sequence[Callback] = (),
+    overwrite: bool = False,
 ) -> Run:
     """Train a model from ``model_config`` and write the run directory ``out``.
 
@@ -110,13 +112,24 @@ def train(
 
     On ``KeyboardInterrupt`` the run directory holds the last completed epoch (or
     nothing, if none completed) and the interrupt propagates.
-    """
-    from convlens.data.transforms import random_shift
 
+    ``out`` is claimed for the whole training (a second process writing it fails at
+    once) and checked before any work: an earlier run there is replaced, when the first
+    epoch completes, only with ``overwrite``; a directory holding files convlens did not
+    write is never replaced (:func:`convlens.models.run.ensure_replaceable`).
+    """
     out = Path(out)
     cfg = config or TrainConfig()
     cfg.validate()
-    ensure_replaceable(out)
+    with claim(out):
+        ensure_replaceable(out, overwrite=overwrite)
+        return _train(model_config, train_data, test_data, out, cfg, device=device, callbacks=callbacks)
+
+
+def _train(model_config: CNNConfig, train_data: ImageDataset, test_data: ImageDataset, out: Path,
+           cfg: TrainConfig, *, device: str, callbacks: Sequence[Callback]) -> Run:
+    from convlens.data.transforms import random_shift
+
     dev = resolve_device(device)
     torch.manual_seed(cfg.seed)
     model = build_cnn(model_config).to(dev)
@@ -211,8 +224,8 @@ def train(
                 "complete": step >= total_steps,
                 "wall_seconds": time.perf_counter() - started,
             }
-            save_run(out, run_config, model.state_dict(), metrics, snapshots,
-                     snapshot_layer=first[0] if first else "")
+            save_run(out, run_config, model.state_dict(), metrics, snapshots,  # checked by train(): ours to replace
+                     snapshot_layer=first[0] if first else "", overwrite=True)
             for cb in callbacks:
                 cb.on_epoch(record)
     finally:

@@ -26,7 +26,7 @@ from matplotlib import colormaps
 from matplotlib.colors import Normalize
 from matplotlib.patches import Rectangle
 
-from convlens._atomic import write_bytes_atomic, write_text_atomic
+from convlens._atomic import write_files
 from convlens.errors import ConfigError, positive_int
 from convlens.viz.describe import fmt, listing, orientation
 from convlens.viz.figure import Explained, new_figure
@@ -225,16 +225,15 @@ class Animation:
     title: str = ""
     data: dict[str, Any] = field(default_factory=dict)
 
-    def save(self, out_dir: str | Path, stem: str) -> dict[str, Path]:
-        """Write ``stem.gif`` and ``stem.json`` (caption, alt text) atomically."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        paths = {"gif": out / f"{stem}.gif", "json": out / f"{stem}.json"}
-        write_bytes_atomic(paths["gif"], self.gif)
-        sidecar = {"title": self.title, "caption": self.caption, "alt": self.alt, "gif": paths["gif"].name,
-                   "frames": self.frames}
-        write_text_atomic(paths["json"], json.dumps(sidecar, indent=2) + "\n")
-        return paths
+    def save(self, out_dir: str | Path, stem: str, *, overwrite: bool = False) -> dict[str, Path]:
+        """Write ``stem.gif`` and ``stem.json`` (caption, alt text), both or neither; an
+        existing ``stem`` is replaced only with ``overwrite`` (as :func:`convlens.viz.save`)."""
+        gif, js = f"{stem}.gif", f"{stem}.json"
+        sidecar = {"title": self.title, "caption": self.caption, "alt": self.alt, "gif": gif,
+                   "frames": self.frames, "software": "convlens", "files": [gif]}
+        paths = write_files(out_dir, {gif: self.gif, js: (json.dumps(sidecar, indent=2) + "\n").encode()},
+                            overwrite=overwrite)
+        return {"gif": paths[gif], "json": paths[js]}
 
 
 def _rgb(values: np.ndarray, cmap: str, norm: Normalize) -> np.ndarray:
