@@ -191,7 +191,9 @@ def default_layer(model: nn.Module, x: Tensor) -> str:
 
     That is the deepest layer that still has a spatial map (``layer4`` of a ResNet,
     ``pool2`` of seed-cnn): :attr:`convlens.inspect.layers` ``(...).target``, remembered per
-    model and input shape.
+    model and input shape. On the demo run the gradient CAMs score better at ``pool2`` than
+    at the map it reads (``relu2``) in 13 of 15 deletion/insertion/Average Drop comparisons;
+    docs/explain.md ("Layers") shows the command and its numbers.
     """
     from convlens.inspect import layers as layer_table
 
