@@ -75,9 +75,10 @@ class AtomicDir:
     :meth:`commit` refuses (``FileExistsError``) and leaves ``target`` as it was.
     """
 
-    def __init__(self, target: str | os.PathLike[str], *, overwrite: bool = True) -> None:
+    def __init__(self, target: str | os.PathLike[str], *, overwrite: bool = True, fix: str = "choose another --out") -> None:
         self.target = Path(target).resolve()
         self.overwrite = overwrite
+        ensure_writable(self.target.parent, fix=fix)  # one clear line, not a PermissionError on a hidden name
         self.target.parent.mkdir(parents=True, exist_ok=True)
         self.path = _make_dir(self.target.parent, f"{self.target.name}.partial-")
 

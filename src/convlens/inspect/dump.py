@@ -60,7 +60,7 @@ class ActivationWriter:
             raise ConfigError(f"shard_mb must be positive, got {shard_mb}")
         # before the pass: an earlier dump is replaced only with overwrite, a folder of other files never
         check_replaceable(out_dir, overwrite=overwrite, what="activation dump", fix="choose another --dump")
-        self._dir = AtomicDir(out_dir)
+        self._dir = AtomicDir(out_dir, fix="choose another --dump")
         self.target = self._dir.target
         self.tmp = self._dir.path
         self.dtype = dtype
