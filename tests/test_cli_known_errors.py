@@ -87,3 +87,15 @@ def test_conv_shape_input_size_forms(capsys: pytest.CaptureFixture[str]) -> None
     for size, title in (("28", "input 28×28"), ("28,32", "input 28×32"), ("28x32", "input 28×32")):
         code, out, _ = run_cli(capsys, "conv", "shape", "--input-size", size, "--layer", "conv:k=3")
         assert code == 0 and title in out
+
+
+def test_cam_out_that_is_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = untrained_run(tmp_path / "run")
+    (tmp_path / "file").write_text("mine")
+    from PIL import Image
+
+    image = tmp_path / "seven.png"
+    Image.new("L", (28, 28)).save(image)
+    line = error_line(capsys, "cam", run, "--image", image, "--out", tmp_path / "file")
+    assert str(tmp_path / "file") in line and "--out" in line
+    assert (tmp_path / "file").read_text() == "mine"  # (the check is the output policy's, in _atomic)
