@@ -241,16 +241,26 @@ def filters(model: Source, layer: str = "conv1", *, scale: Literal["shared", "pe
 
 def maps(model: Source, chosen: ChosenInput, layer: str = "conv1", *, stage: Stage = "conv",
          sort: bool = False, scale: Literal["shared", "per-map"] = "shared",
-         palette: PaletteName = "default") -> Explained:
-    """Figure 2: ``chosen`` beside the feature maps of ``layer`` at ``stage``."""
+         palette: PaletteName = "default", channels: Sequence[int] | None = None) -> Explained:
+    """Figure 2: ``chosen`` beside the feature maps of ``layer`` at ``stage`` (only the
+    given ``channels``, if any; a figure draws at most
+    :data:`convlens.viz.maps.MAX_MAP_TILES` maps)."""
     from convlens.inspect.feature_maps import feature_maps
     from convlens.viz.maps import maps_figure
 
     m = _model(model)
     fm = feature_maps(m, _on_model_device(m, chosen.x), layer, stage)
     stage_name = stage if not fm.computed else f"{stage} (computed by convlens on {layer}'s output)"
-    return maps_figure(chosen.pixels.numpy(), fm.maps[0].cpu().numpy(), layer, stage=stage_name,
-                       input_label=chosen.label, sort=sort, scale=scale, palette=palette)
+    values = fm.maps[0].cpu().numpy()
+    picked: list[int] | None = None
+    if channels is not None:
+        picked = [int(c) for c in channels]
+        bad = [c for c in picked if not 0 <= c < values.shape[0]]
+        if bad or not picked:
+            raise ConfigError(f"channels {bad or picked} are out of range: {layer} has channels 0..{values.shape[0] - 1}")
+        values = values[picked]
+    return maps_figure(chosen.pixels.numpy(), values, layer, stage=stage_name, input_label=chosen.label,
+                       sort=sort, scale=scale, palette=palette, channels=picked)
 
 
 def evolution(run: Run, *, filters: int = 8, palette: PaletteName = "default") -> Explained:
@@ -735,6 +745,7 @@ def _train_run(out: str | os.PathLike[str], arch: str, dataset: str, data_dir: s
     c, h, w = train_data.shape
     model_cfg = get_config(arch, in_channels=c, input_size=(h, w), num_classes=len(train_data.classes))
     return train(model_cfg, train_data, test_data, out, cfg, device=device, callbacks=callbacks, overwrite=overwrite)
+
 
 # --- comparing two models -----------------------------------------------------------------------
 

@@ -275,3 +275,23 @@ def open_source(run: Path | None, spec: str | None, weights: Path | None, datase
                                    "gave it, so what convlens shows is untrained; pass --weights FILE for trained "
                                    "ones"), stacklevel=2)
     return handle
+
+
+def parse_channels(text: str | None) -> list[int] | None:
+    """``--channels "0-7,12"`` -> [0, 1, ..., 7, 12]."""
+    if text is None:
+        return None
+    out: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            if "-" in part:
+                a, b = part.split("-", 1)
+                out.extend(range(int(a), int(b) + 1))
+            elif part:
+                out.append(int(part))
+        except ValueError:
+            raise click.BadParameter(f"{text!r}: use channel numbers and ranges like 0-7,12", param_hint="--channels") from None
+    if not out:
+        raise click.BadParameter("no channels given", param_hint="--channels")
+    return out

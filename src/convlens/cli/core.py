@@ -20,6 +20,7 @@ from convlens.cli._common import (
     open_source,
     out_option,
     palette_option,
+    parse_channels,
     print_written,
 )
 
@@ -182,23 +183,28 @@ def filters(run: Path | None, spec: str | None, weights: Path | None, dataset: s
               help="Read the maps after the conv, after its activation, or after its pooling.")
 @click.option("--sort", is_flag=True, help="Order the maps by maximum activation, strongest first.")
 @click.option("--scale", type=click.Choice(["shared", "per-map"]), default="shared", show_default=True)
+@click.option("--channels", default=None, metavar="LIST",
+              help="Only these channels, e.g. 0-7,12 [default: all; a figure draws at most 256 maps].")
 @palette_option
 @data_dir_option
 @device_option
 @out_option()
 def maps(run: Path | None, spec: str | None, weights: Path | None, dataset: str, input_shape: str | None,
          inputs: Inputs, layer: str, stage: Stage, sort: bool, scale: Literal["shared", "per-map"],
-         palette: PaletteName, data_dir: Path | None, device: str, out: Path | None, force: bool) -> None:
+         channels: str | None, palette: PaletteName, data_dir: Path | None, device: str, out: Path | None,
+         force: bool) -> None:
     """Figure 2: an input beside the feature maps of any layer of RUN (or --model)."""
     from convlens import views
     from convlens.viz.figure import figure_stem, save
 
     h = open_source(run, spec, weights, dataset, input_shape, device)
-    stem = figure_stem("maps", layer, stage, inputs.slug(), "sorted" if sort else None,
-                       scale if scale != "shared" else None, "gray" if palette == "gray" else None)
+    picked = parse_channels(channels)
+    stem = figure_stem("maps", layer, stage, inputs.slug(), f"ch{channels}" if channels else None,
+                       "sorted" if sort else None, scale if scale != "shared" else None,
+                       "gray" if palette == "gray" else None)
     dest = figures_dest(h, out, [stem], force)
     chosen = views.choose_input(h, **inputs.choice(), data_dir=data_dir)
-    fig = views.maps(h, chosen, layer, stage=stage, sort=sort, scale=scale, palette=palette)
+    fig = views.maps(h, chosen, layer, stage=stage, sort=sort, scale=scale, palette=palette, channels=picked)
     print_written(save(fig, dest, stem, overwrite=force), "feature maps")
     click.echo(fig.caption)
 

@@ -17,31 +17,12 @@ from convlens.cli._common import (
     open_source,
     out_option,
     palette_option,
+    parse_channels,
     print_written,
 )
 
 if TYPE_CHECKING:
     from convlens.viz.palettes import PaletteName
-
-
-def _channels(text: str | None) -> list[int] | None:
-    """``"0-7,12"`` -> [0, 1, ..., 7, 12]."""
-    if text is None:
-        return None
-    out: list[int] = []
-    for part in text.split(","):
-        part = part.strip()
-        try:
-            if "-" in part:
-                a, b = part.split("-", 1)
-                out.extend(range(int(a), int(b) + 1))
-            elif part:
-                out.append(int(part))
-        except ValueError:
-            raise click.BadParameter(f"{text!r}: use channel numbers and ranges like 0-7,12", param_hint="--channels") from None
-    if not out:
-        raise click.BadParameter("no channels given", param_hint="--channels")
-    return out
 
 
 _split = click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True,
@@ -117,7 +98,7 @@ def topk(run: Path | None, spec: str | None, weights: Path | None, dataset: str,
     from convlens.viz.figure import figure_stem, save
 
     h = open_source(run, spec, weights, dataset, input_shape, device)
-    chosen = _channels(channels)
+    chosen = parse_channels(channels)
 
     def stem(key: str) -> str:
         return figure_stem("topk", key, split, f"k{k}", f"ch{channels}" if channels else None,

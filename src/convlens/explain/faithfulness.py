@@ -99,6 +99,22 @@ def blur(x: Tensor, sigma: float = 5.0) -> Tensor:
     return F.conv2d(out, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
+#: The most points a deletion or insertion curve has (besides its start): each point costs one
+#: forward pass per image, and a finer curve changes its area by less than the noise.
+MAX_CURVE_STEPS = 256
+
+
+def check_steps(steps: int) -> int:
+    """``steps`` if it is a positive integer of at most :data:`MAX_CURVE_STEPS`."""
+    positive_int("steps", steps)
+    if steps > MAX_CURVE_STEPS:
+        raise ConfigError(
+            f"steps={steps} is more than the {MAX_CURVE_STEPS} points a curve takes (each costs one forward "
+            f"pass per image); use at most {MAX_CURVE_STEPS} (--steps {MAX_CURVE_STEPS})"
+        )
+    return steps
+
+
 def pixel_counts(height: int, width: int, steps: int) -> list[int]:
     """How many pixels are removed (inserted) at each of the ``steps + 1`` points."""
     total = height * width
@@ -133,7 +149,7 @@ def perturbation_curves(
     first; ties keep the pixel order (row-major)."""
     if mode not in ("deletion", "insertion"):
         raise ConfigError(f"unknown mode {mode!r}: use 'deletion' or 'insertion'")
-    positive_int("steps", steps)
+    check_steps(steps)
     x = prepare(model, x)
     maps = _check_maps(x, maps)
     n, _, h, w = x.shape
@@ -473,6 +489,7 @@ def faithfulness(
     >>> report = faithfulness(run, test_set, ["gradcam", "scorecam"], n=200)  # doctest: +SKIP
     >>> report.rows()[0]["deletion_auc"]                                       # doctest: +SKIP
     """
+    check_steps(steps)  # before any work
     from convlens.explain.api import explain, method_options
     from convlens.explain.registry import get_method
 

@@ -25,6 +25,10 @@ def _image_for_display(image: np.ndarray) -> tuple[np.ndarray, str | None]:
     return img, "gray"
 
 
+#: The most feature maps one figure draws (a request for more names ``--channels``).
+MAX_MAP_TILES = 256
+
+
 def maps_figure(
     image: np.ndarray,
     maps: np.ndarray,
@@ -35,9 +39,12 @@ def maps_figure(
     sort: bool = False,
     scale: str = "shared",
     palette: PaletteName = "default",
+    channels: list[int] | None = None,
 ) -> Explained:
     """Draw ``image`` beside the feature maps ``maps`` (C, H, W) of ``layer``.
 
+    ``channels`` are the layer's channel numbers of the C maps (default ``0..C-1``), for
+    a figure of some channels only; at most :data:`MAX_MAP_TILES` maps are drawn.
     Each map is titled with its channel and maximum activation. ``sort=True`` orders
     the maps by maximum activation, strongest first. ``scale="shared"`` (default)
     draws all maps on one colour scale with a colourbar; ``"per-map"`` stretches each.
@@ -49,6 +56,14 @@ def maps_figure(
         raise ConfigError(f"unknown scale {scale!r}: use 'shared' or 'per-map'")
     pal = get_palette(palette)
     c, h, w = m.shape
+    if c > MAX_MAP_TILES:
+        raise ConfigError(
+            f"{c} feature maps are more than the {MAX_MAP_TILES} one figure draws; pick some channels "
+            f"(--channels 0-{MAX_MAP_TILES - 1}, or channels=[...] in Python)"
+        )
+    label = list(range(c)) if channels is None else [int(i) for i in channels]
+    if len(label) != c:
+        raise ConfigError(f"{len(label)} channel numbers for {c} feature maps; give one per map")
     maxima = m.reshape(c, -1).max(axis=1)
     order = top_indices(maxima, c) if sort else list(range(c))
     lo, hi = float(m.min()), float(m.max())
@@ -73,7 +88,7 @@ def maps_figure(
         axes.append(ax)
         n = norm if scale == "shared" else Normalize(float(m[ch].min()), float(m[ch].max()) or 1.0)
         shown.append(ax.imshow(m[ch], cmap=pal.sequential, norm=n, interpolation="nearest"))
-        ax.set_title(f"{ch}: max {fmt(float(maxima[ch]))}", fontsize=6, pad=2)
+        ax.set_title(f"{label[ch]}: max {fmt(float(maxima[ch]))}", fontsize=6, pad=2)
         ax.set_axis_off()
     title = f"{layer} ({stage}): {c} feature maps {h}×{w}"
     fig.suptitle(title, fontsize=10)
@@ -81,6 +96,7 @@ def maps_figure(
         fig.colorbar(ScalarMappable(norm=norm, cmap=pal.sequential), ax=axes, shrink=0.6, fraction=0.04).set_label("activation")
     strongest = top_indices(maxima, 3)
     silent = [int(i) for i in np.flatnonzero(np.all(m.reshape(c, -1) <= 0, axis=1))]
+    which = "" if channels is None else f" (channels {listing([str(i) for i in label[:8]])}{' and more' if c > 8 else ''})"
     order_words = ", ordered by maximum activation" if sort else ""
     scale_words = (
         f"one shared colour scale from {fmt(lo)} to {fmt(float(m.max()))}"
@@ -88,18 +104,18 @@ def maps_figure(
         else "per-map colour scales (brightness not comparable between maps)"
     )
     caption = (
-        f"The {c} feature maps of {layer} at stage {stage} for {input_label}, each {h}×{w}{order_words}, "
+        f"The {c} feature maps{which} of {layer} at stage {stage} for {input_label}, each {h}×{w}{order_words}, "
         f"on {scale_words}; each map is titled with its channel and maximum activation."
     )
     alt = (
         f"{input_label[:1].upper()}{input_label[1:]} on the left; on the right a grid of {c} feature maps of layer {layer} ({stage}), "
         f"each {h}×{w} pixels, values from {fmt(float(m.min()))} to {fmt(float(m.max()))}. "
-        f"Strongest channels: {listing([f'{i} (max {fmt(float(maxima[i]))})' for i in strongest])}."
+        f"Strongest channels: {listing([f'{label[i]} (max {fmt(float(maxima[i]))})' for i in strongest])}."
         + (f" {len(silent)} channel{'s' * (len(silent) != 1)} silent (no positive activation): "
-           f"{listing([str(i) for i in silent[:8]])}{' and more' if len(silent) > 8 else ''}." if silent else "")
+           f"{listing([str(label[i]) for i in silent[:8]])}{' and more' if len(silent) > 8 else ''}." if silent else "")
     )
     return Explained(
         fig, caption, alt, title=title,
         data={"maps": m, "order": order, "maxima": maxima, "images": shown, "strongest": strongest,
-              "silent": silent},
+              "silent": silent, "channels": label},
     )
