@@ -369,3 +369,21 @@ def test_long_jobs_print_no_bar_without_a_terminal(old_run: Path, tiny_dir: Path
         assert err == "", (args, err)  # no bar lines, no blank lines
         assert "\r" not in res.stdout and "\x1b[?25l" not in res.stdout, (args, res.stdout[-500:])
         assert "\n\n" not in res.stdout.strip("\n").replace("\x1b[0m", ""), (args, res.stdout[-800:])
+
+
+def test_padding_beyond_the_engines_budget_is_refused_in_one_line(capsys: pytest.CaptureFixture[str],
+                                                                   mnist_dir: Path, tmp_path: Path) -> None:
+    from convlens.conv import conv2d, pad2d
+    from convlens.conv.ops import MAX_ELEMENTS
+
+    x = np.ones((1, 1, 28, 28))
+    with pytest.raises(ConfigError, match=f"more than the {MAX_ELEMENTS:,}.*--padding"):
+        conv2d(x, np.ones((1, 1, 3, 3)), padding=10**5)
+    with pytest.raises(ConfigError, match="less padding"):
+        pad2d(x, (10**5, 10**5, 10**5, 10**5))
+    assert conv2d(x, np.ones((1, 1, 3, 3)), padding=1).shape == (1, 1, 28, 28)  # ordinary padding still works
+    for command in (["explain", "--digit", "7", "--kernel", "sobel_x", "--padding", "100000"],
+                    ["apply", "--digit", "7", "--kernel", "sobel_x", "--padding", "2000000000", "--out", str(tmp_path)]):
+        code, _, err = cli_call(capsys, "conv", *command, "--data-dir", str(mnist_dir))
+        assert code == 1
+        one_line(err, "the padded input would hold", "use less padding (--padding)")

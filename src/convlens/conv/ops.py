@@ -53,10 +53,25 @@ _SCRATCH_KEEP = 1 << 21
 _scratch_pool = threading.local()
 
 
+#: The most values one padded input (or work buffer) of the NumPy engine holds: 2**27,
+#: 1 GiB in float64. Padding or dilation beyond that is refused, not attempted.
+MAX_ELEMENTS = 2**27
+
+
+def check_size(size: int, what: str = "the padded input") -> None:
+    """Refuse an array of ``size`` values above :data:`MAX_ELEMENTS` in one line."""
+    if size > MAX_ELEMENTS:
+        raise ConfigError(
+            f"{what} would hold {size:,} values, more than the {MAX_ELEMENTS:,} convlens's NumPy "
+            "convolution allocates; use less padding (--padding) or a smaller image"
+        )
+
+
 def _scratch(name: str, size: int, dtype: np.dtype[Any]) -> NDArray[Any]:
     """A 1-D work buffer of ``size`` elements, reused by later calls in this thread.
 
     Its content is undefined; it must never be handed to the caller."""
+    check_size(size)
     if size > _SCRATCH_KEEP:
         return np.empty(size, dtype=dtype)
     pool: dict[str, NDArray[Any]] | None = getattr(_scratch_pool, "buffers", None)
@@ -110,6 +125,7 @@ def pad2d(
     h, w = a.shape[-2:]
     a = a[..., max(0, -top) : h - max(0, -bottom), max(0, -left) : w - max(0, -right)]
     top, bottom, left, right = max(top, 0), max(bottom, 0), max(left, 0), max(right, 0)
+    check_size(int(np.prod(a.shape[:-2], dtype=np.int64)) * (a.shape[-2] + top + bottom) * (a.shape[-1] + left + right))
     if mode in ("zeros", "constant"):
         out = np.full((*a.shape[:-2], a.shape[-2] + top + bottom, a.shape[-1] + left + right), value, dtype=a.dtype)
         out[..., top : top + a.shape[-2], left : left + a.shape[-1]] = a
