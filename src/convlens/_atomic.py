@@ -182,7 +182,7 @@ def ensure_writable(directory: str | os.PathLike[str], *, fix: str = CHOOSE_OUT)
     base = _nearest_existing(d.absolute())
     if not base.is_dir():
         raise OutputError(f"cannot write into {d}: {base} is a file, not a directory; {fix}")
-    probe = base / f".convlens-probe-{secrets.token_hex(6)}.tmp"
+    probe = base / f".convlens-probe.{secrets.token_hex(6)}.tmp"  # a name _OURS knows
     try:
         os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     except OSError as exc:
