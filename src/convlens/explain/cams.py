@@ -33,7 +33,7 @@ from convlens.inspect.targets import call_target
 
 def weighted_sum(w: Tensor, a: Tensor) -> Tensor:
     """``sum_k w[n, k] * a[n, k]``: ``(N, K)`` weights and ``(N, K, h, w)`` maps -> ``(N, h, w)``."""
-    return torch.einsum("nk,nkhw->nhw", w, a)
+    return (w[:, :, None, None] * a).sum(1)
 
 
 def gradcam_map(a: Tensor, g: Tensor) -> Tensor:

@@ -152,10 +152,11 @@ def backward_pass(
     input_grads: list[Tensor] = []
     guided_grads: list[Tensor] = []
     for j in range(plan.rounds):
-        score = plan.score(fwd.logits, j).sum()
+        outputs, weights = plan.seed(fwd.logits, j)  # sum(weights * outputs): the scores' total
         last = j == plan.rounds - 1
         if wrt:
-            grads = torch.autograd.grad(score, wrt, retain_graph=fwd.guided is not None or not last, allow_unused=True)
+            grads = torch.autograd.grad(outputs, wrt, weights, retain_graph=fwd.guided is not None or not last,
+                                        allow_unused=True)
             full = [torch.zeros_like(w) if g is None else g for g, w in zip(grads, wrt, strict=True)]
             if names:
                 layer_grads.append(dict(zip(names, full, strict=False)))
@@ -163,7 +164,7 @@ def backward_pass(
                 input_grads.append(full[-1])
         if fwd.guided is not None:
             with fwd.guided.backward():
-                (g,) = torch.autograd.grad(score, [fwd.xin], retain_graph=not last, allow_unused=True)
+                (g,) = torch.autograd.grad(outputs, [fwd.xin], weights, retain_graph=not last, allow_unused=True)
             guided_grads.append(torch.zeros_like(fwd.xin) if g is None else g)
     return layer_grads, input_grads, guided_grads
 

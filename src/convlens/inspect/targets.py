@@ -61,6 +61,16 @@ class TargetPlan:
         cls = self.classes[:, j] if rows is None else self.classes[rows, j]
         return logits.gather(1, cls.unsqueeze(1)).squeeze(1)
 
+    def seed(self, logits: Tensor, j: int = 0) -> tuple[Tensor, Tensor]:
+        """``(outputs, weights)`` whose weighted sum is the total of round ``j``'s target scores:
+        for classes the logits and their one-hot rows, for a function its scores and ones.
+        ``torch.autograd.grad(outputs, wrt, weights)`` is then the gradient of that total,
+        without indexing and summing scores first."""
+        if self.function is not None:
+            scores = call_target(self.function, logits)
+            return scores, torch.ones_like(scores)
+        return logits, torch.zeros_like(logits).scatter_(1, self.classes[:, j : j + 1], 1.0)
+
 
 def call_target(function: Callable[[Tensor], Tensor], logits: Tensor) -> Tensor:
     value = function(logits)
