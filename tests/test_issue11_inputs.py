@@ -310,6 +310,18 @@ def test_rgb_model_streams_the_dataset_fitted_to_it(tmp_path: Path, capsys: pyte
         assert "1,500" in out
 
 
+def test_rgb_model_on_faithfulness_and_the_conv_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    norm = ("--mean", "0.5", "--std", "0.25")
+    code, out, err = cli_call(capsys, "faithfulness", *RGB, *norm, "--n", "4", "--sanity-images", "0",
+                              "--out", str(tmp_path / "f"))
+    assert code == 0, err
+    assert (tmp_path / "f" / "faithfulness-gradcam-pred-test-n4.png").is_file(), out
+    code, out, err = cli_call(capsys, "conv", "apply", *RGB, *norm, "--digit", "7", "--kernel", "sobel_x",
+                              "--filter", "conv1:0", "--out", str(tmp_path / "c"))
+    assert code == 0, err
+    assert "32×32" in out  # the digit fitted to the model's 3×32×32 input
+
+
 def test_handle_normalisation_and_fitted_data() -> None:
     from convlens.data.transforms import fit_images
     from convlens.models.handle import open_model
