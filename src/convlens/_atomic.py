@@ -40,7 +40,7 @@ import secrets
 import shutil
 import sys
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
@@ -219,6 +219,24 @@ def _try_lock(fd: int) -> bool:
     return True
 
 
+def _locked(lock: Path, take: Callable[[int], bool]) -> int | None:
+    """Open ``lock`` and lock it with ``take(fd)``: the open, locked descriptor, or None if
+    ``take`` said no. The holder removes the file before it unlocks, so a file we locked
+    that no longer stands at ``lock`` is a stale one: open the new one and try again."""
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        if not take(fd):
+            os.close(fd)
+            return None
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(lock))
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)
+
+
 def _holder(lock: Path) -> str:
     with contextlib.suppress(OSError, ValueError):
         pid = int(lock.read_text().split()[0])
@@ -245,21 +263,12 @@ def claim(target: str | os.PathLike[str], *, fix: str = CHOOSE_OUT) -> Iterator[
     ensure_writable(path.parent, fix=fix)
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = _lock_name(path)
-    while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
-        if not _try_lock(fd):
-            os.close(fd)
-            raise OutputError(
-                f"{target} is being written by another convlens process{_holder(lock)}; "
-                f"wait for it to finish, or {fix}"
-            )
-        try:  # the file we locked may have been removed by the holder we waited for
-            same = os.path.samestat(os.fstat(fd), os.stat(lock))
-        except FileNotFoundError:
-            same = False
-        if same:
-            break
-        os.close(fd)
+    fd = _locked(lock, _try_lock)
+    if fd is None:
+        raise OutputError(
+            f"{target} is being written by another convlens process{_holder(lock)}; "
+            f"wait for it to finish, or {fix}"
+        )
     try:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
@@ -280,17 +289,13 @@ def _dir_lock(directory: Path) -> Iterator[None]:
         return
     import fcntl
 
-    lock = directory / ".convlens-commit.lock"
-    while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    def wait(fd: int) -> bool:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            same = os.path.samestat(os.fstat(fd), os.stat(lock))
-        except FileNotFoundError:
-            same = False
-        if same:
-            break
-        os.close(fd)
+        return True
+
+    lock = directory / ".convlens-commit.lock"
+    fd = _locked(lock, wait)
+    assert fd is not None  # wait() always takes the lock; for mypy
     try:
         yield
     finally:
