@@ -8,8 +8,9 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
+
+from convlens._lazy import lazy
 
 # public name -> module that defines it
 _LAZY = {
@@ -38,22 +39,16 @@ __all__ = [
 ]
 
 
+_lazy_getattr, __dir__ = lazy(__name__, _LAZY, __all__, globals())
+
+
 def __getattr__(name: str) -> Any:
-    if name == "__version__":
+    if name == "__version__":  # read from the package's metadata, once
         from convlens._version import version
 
-        value: Any = version()
-    else:
-        module = _LAZY.get(name)
-        if module is None:
-            raise AttributeError(f"module 'convlens' has no attribute {name!r}")
-        value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+        globals()[name] = value = version()
+        return value
+    return _lazy_getattr(name)
 
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -7,9 +7,9 @@ streaming sibling :func:`observe`). Names here are imported on first use, so imp
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from convlens._lazy import lazy
 from convlens.inspect.capture import (
     Capture,
     CaptureError,
@@ -60,17 +60,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'convlens.inspect' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy(__name__, _LAZY, __all__, globals())
 
 
 if TYPE_CHECKING:  # pragma: no cover
