@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Literal, TypedDict, cast
 import numpy as np
 from numpy.typing import NDArray
 
-from convlens.errors import ConfigError, DataError, LayerError, unknown_name
+from convlens.errors import ConfigError, ConvlensError, DataError, LayerError, unknown_name
 
 if TYPE_CHECKING:  # the heavy layers are imported where they are used
     import torch
@@ -851,3 +851,234 @@ def compare_models(
         report = linear_probe(ha.model, hb.model, train, ds, list(sim.layers_a), list(sim.layers_b),
                               classes=len(ds.classes), epochs=probe_epochs, batch_size=batch_size, progress=None)
     return ComparisonView(sim, match, dis, report, figures, split)
+
+
+# --- report and app -----------------------------------------------------------------------------
+# What the HTML report (convlens.report) and the local web app (convlens.app) show, computed
+# here once: the faces only lay it out.
+
+
+@dataclass
+class ModelCard:
+    """What a model is: its layers (shape, parameters, receptive field), how it was trained."""
+
+    name: str
+    input_shape: tuple[int, int, int]
+    classes: tuple[str, ...]
+    columns: tuple[str, ...]
+    rows: list[list[str]]  # one per layer, matching ``columns``
+    total_params: int | None
+    total_macs: int | None
+    training: dict[str, object]  # seed, data, hyperparameters, versions ({} for a --model)
+    test_accuracy: float | None
+    curves: Explained | None  # the training curve, for a run with completed epochs
+
+
+def model_card(source: Run | ModelHandle) -> ModelCard:
+    """The layer table of ``source`` (:func:`convlens.inspect.receptive.receptive_field`) and,
+    for a run, its training configuration, test accuracy and training curve."""
+    from convlens.conv.arithmetic import COLUMNS
+    from convlens.inspect.receptive import receptive_field
+    from convlens.viz.curves import training_curve
+
+    handle = _handle(source)
+    table = receptive_field(handle.model, handle.input_shape)
+    training: dict[str, object] = {}
+    accuracy, curves = None, None
+    if handle.run is not None:
+        cfg = handle.run.config
+        data = cfg.data
+        training = {"seed": cfg.seed, "data": f"{data.name}: {data.train_size:,} training and {data.test_size:,} "
+                    f"test images", **{k: cfg.train[k] for k in sorted(cfg.train)},
+                    **{f"version of {k}": cfg.versions[k] for k in sorted(cfg.versions)}}
+        accuracy = handle.run.test_accuracy
+        if handle.run.metrics.get("epochs"):
+            curves = training_curve(handle.run.metrics, title=f"{handle.name} on {data.name}")
+    return ModelCard(handle.name, handle.input_shape, tuple(handle.data.classes), tuple(COLUMNS), table.cells(),
+                     table.total_params, table.total_macs, training, accuracy, curves)
+
+
+def first_conv(model: Source) -> str:
+    """The name of the first ``nn.Conv2d`` of ``model`` (in ``named_modules()`` order)."""
+    from torch import nn
+
+    for name, module in _model(model).named_modules():
+        if isinstance(module, nn.Conv2d):
+            return name
+    raise LayerError("the model has no Conv2d layer: the convolution explainer needs one")
+
+
+def spatial_layers(source: Run | ModelHandle) -> list[str]:
+    """The layers whose output is a spatial map (feature maps and CAMs can be read there)."""
+    from convlens.inspect import layers
+
+    handle = _handle(source)
+    return [r.name for r in layers(handle.model, handle.input_shape) if r.is_spatial]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The model's class probabilities for one input and the ``k`` most likely classes."""
+
+    probabilities: tuple[float, ...]
+    top: tuple[tuple[int, str, float], ...]  # (class index, class name, probability), most likely first
+
+
+def predict(model: Source, chosen: ChosenInput, *, k: int = 5, class_names: Sequence[str] | None = None) -> Prediction:
+    """Softmax probabilities of ``model`` on ``chosen`` and its top ``k`` classes."""
+    import torch
+
+    from convlens.inspect._state import evaluating
+
+    m = _model(model)
+    names = _class_names(model, class_names)
+    with evaluating(m), torch.no_grad():
+        probs = m(_on_model_device(m, chosen.x)).softmax(1)[0].double().cpu()
+    top = torch.argsort(probs, descending=True, stable=True)[:k].tolist()
+    shown = [names[c] if names is not None and c < len(names) else str(c) for c in top]
+    return Prediction(tuple(float(p) for p in probs),
+                      tuple((int(c), name, float(probs[c])) for c, name in zip(top, shown, strict=True)))
+
+
+def image_input(source: Run | ModelHandle, data: bytes, *, name: str = "uploaded image") -> ChosenInput:
+    """An image given as bytes (an upload, a drawing) as a model input, read by
+    :func:`convlens.data.load_image` (its pixel limit refuses decompression bombs)."""
+    import dataclasses
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="convlens-image-") as tmp:
+        path = Path(tmp) / "image"
+        path.write_bytes(data)
+        try:
+            chosen = choose_input(source, image=path)
+        except ConvlensError as exc:  # the messages name our temporary file, not the user's
+            text = str(exc).replace(f"image file {path}", f"the {name}").replace(str(path), f"the {name}")
+            raise type(exc)(text) from None
+    return dataclasses.replace(chosen, label=name)
+
+
+@dataclass
+class ConvStep:
+    """One output value of the model's first conv layer, worked out (a :class:`~convlens.conv.explain.Trace`)."""
+
+    layer: str
+    channel: int
+    trace: Trace
+    figure: Explained
+    params: ConvParams
+
+    def to_dict(self) -> dict[str, object]:
+        e = self.trace
+        return {"layer": self.layer, "channel": self.channel, "position": list(e.position),
+                "output_shape": list(e.output_shape), "stride": list(e.stride), "dilation": list(e.dilation),
+                "pad": list(e.pad), "patch": e.window.tolist(), "kernel": e.kernel.tolist(),
+                "products": e.products.tolist(), "sum": float(e.products.sum()), "bias": float(e.bias),
+                "total": float(e.total), "value": float(e.value), "in_image": e.in_image.tolist()}
+
+
+def conv_step(source: Run | ModelHandle, chosen: ChosenInput, *, channel: int = 0,
+              position: tuple[int, int] | None = None, stride: IntOrPair | None = None,
+              padding: IntOrPair | str | None = None, dilation: IntOrPair | None = None,
+              palette: PaletteName = "default") -> ConvStep:
+    """How output ``position`` (default: the strongest) of filter ``channel`` of the model's
+    first conv layer is made on ``chosen``; ``stride``/``padding``/``dilation`` override the layer's."""
+    from convlens.viz.conv import explanation_figure
+
+    handle = _handle(source)
+    layer = first_conv(handle.model)
+    x = ConvInput(chosen.x[0].double().cpu().numpy(), chosen.label)
+    k = conv_kernel(x, handle, filter=f"{layer}:{channel}", stride=stride, padding=padding, dilation=dilation)
+    if position is not None:
+        ho, wo = k.trace().output_shape
+        if not (0 <= position[0] < ho and 0 <= position[1] < wo):
+            raise ConfigError(f"output position {position} is outside the {ho}×{wo} output; rows 0..{ho - 1}, "
+                              f"columns 0..{wo - 1}")
+    e = k.trace(position)
+    return ConvStep(layer, channel, e, explanation_figure(e, palette=palette, label=f"{chosen.label} ⋆ {k.name}"),
+                    k.params)
+
+
+def cam_scores(source: Run | ModelHandle, chosen: ChosenInput, *, method: str = "gradcam",
+               layer: str | Sequence[str] | None = None, steps: int = 16) -> dict[str, float]:
+    """Faithfulness of ``method``'s heatmap on ``chosen`` alone (deletion and insertion AUC,
+    Average Drop, Increase in Confidence; :func:`convlens.explain.faithfulness` on one image,
+    black as the baseline, no randomisation check)."""
+    import torch
+
+    from convlens.explain import faithfulness as score
+
+    handle = _handle(source)
+    norm = handle.normalisation()
+    x = _on_model_device(handle.model, chosen.x)
+    black: float | torch.Tensor = 0.0
+    if norm is not None:
+        black = ((0.0 - torch.tensor(norm[0])) / torch.tensor(norm[1])).to(x.device)
+    report = score(handle.model, x, method, n=None, layer=layer, steps=steps, baseline=black, sanity_images=0,
+                   progress=False)
+    row = report.rows()[0]
+    return {"deletion_auc": row["deletion_auc"], "insertion_auc": row["insertion_auc"],
+            "average_drop": row["average_drop"], "increase_in_confidence": row["increase_in_confidence"]}
+
+
+@dataclass(frozen=True)
+class SavedFigure:
+    stem: str
+    png: Path
+    caption: str
+    alt: str
+
+
+@dataclass(frozen=True)
+class SavedResult:
+    """A result computed earlier and written beside a run (``compare.json``, ``diagnosis.json``, ...):
+    its figures (PNG files next to the JSON, with captions and alt texts) and its top-level numbers."""
+
+    key: str
+    title: str
+    path: Path
+    figures: tuple[SavedFigure, ...]
+    numbers: tuple[tuple[str, str], ...]
+
+
+#: Result files the report and the app look for in a run directory (and in ``RUN/figures``,
+#: ``RUN/compare``): file name -> title. A file is shown when it exists; its ``figures``
+#: mapping (``stem -> {"caption", "alt"}``) names PNGs beside it.
+RESULT_FILES: dict[str, str] = {
+    "diagnosis.json": "Diagnosis",
+    "audit.json": "Background and spurious-cue audit",
+    "compare.json": "Comparison with another model",
+    "featvis.json": "Feature visualisation",
+}
+
+
+def saved_results(run_dir: str | os.PathLike[str], names: Sequence[str] | None = None) -> list[SavedResult]:
+    """The result files of :data:`RESULT_FILES` (or ``names``) found in ``run_dir``, its
+    ``figures/`` or a sub-directory named after the result; unreadable files are skipped."""
+    import json
+
+    out = []
+    root = Path(run_dir)
+    for name in (names if names is not None else sorted(RESULT_FILES)):
+        key = name.rsplit(".", 1)[0]
+        for folder in (root, root / "figures", root / key):
+            path = folder / name
+            if not path.is_file():
+                continue
+            try:
+                content = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if not isinstance(content, dict):
+                continue
+            listed = content.get("figures")
+            figs: dict[str, object] = listed if isinstance(listed, dict) else {}
+            shown = tuple(SavedFigure(str(stem), folder / f"{stem}.png", str(words.get("caption", "")),
+                                      str(words.get("alt", "")))
+                          for stem, words in sorted(figs.items())
+                          if isinstance(words, dict) and (folder / f"{stem}.png").is_file())
+            numbers = tuple((str(k), f"{v:.4g}" if isinstance(v, float) else str(v))
+                            for k, v in sorted(content.items())
+                            if isinstance(v, int | float | str) and not isinstance(v, bool))
+            out.append(SavedResult(key, RESULT_FILES.get(name, key), path, shown, numbers))
+            break
+    return out

@@ -1,0 +1,1 @@
+"""``convlens serve``: the local web app."""
