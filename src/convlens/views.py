@@ -46,6 +46,7 @@ if TYPE_CHECKING:  # the heavy layers are imported where they are used
     from convlens.conv.explain import Trace
     from convlens.data.dataset import ImageDataset
     from convlens.explain import Target
+    from convlens.explain.base import Explanation
     from convlens.explain.faithfulness import FaithfulnessReport
     from convlens.inspect.feature_maps import Stage
     from convlens.inspect.topk import TopKReport
@@ -1082,3 +1083,12 @@ def saved_results(run_dir: str | os.PathLike[str], names: Sequence[str] | None =
             out.append(SavedResult(key, RESULT_FILES.get(name, key), path, shown, numbers))
             break
     return out
+
+
+def explanation(model: Source, chosen: ChosenInput, *, method: str = "gradcam",
+                layer: str | Sequence[str] | None = None, target: Target = None) -> Explanation:
+    """:func:`convlens.explain.cam` of ``chosen`` on the model's device: the numbers a heatmap is drawn from."""
+    from convlens.explain import cam
+
+    m = _model(model)
+    return cam(m, _on_model_device(m, chosen.x), method=method, layer=layer, target=target)
