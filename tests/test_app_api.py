@@ -18,9 +18,9 @@ import torch.nn.functional as F
 pytest.importorskip("fastapi", reason="the web app needs the app extra (fastapi)")
 pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx")
 
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from _helpers import mnist_full, small_run, untrained_run  # noqa: E402
+from _helpers import mnist_full, small_run, untrained_run
 
 
 @pytest.fixture(scope="module")
