@@ -62,7 +62,7 @@ async function showView(key, endpoint, params, what) {
     const a = document.createElement("a");
     a.href = `${endpoint}?${query}&format=${fmt}&download=true`;
     a.textContent = `Download ${name}`;
-    a.setAttribute("aria-label", `Download the ${what} as ${name}`);
+    a.setAttribute("aria-label", `Download ${name} of the ${what}`);
     a.setAttribute("download", "");
     return a;
   }));
@@ -147,10 +147,12 @@ function drawOutput(canvas, output, pos) {
   ctx.strokeRect(pos[1], pos[0], 1, 1);
 }
 
-async function showConv() {
+// ``at``: the output position the user asked for when the request was made ({row: "", col: ""}:
+// the strongest), so an answer still on its way cannot move it
+async function showConv(at) {
+  const pos = at || { row: $("conv-row").value, col: $("conv-col").value };
   const params = { input: state.input, channel: $("conv-channel").value, stride: $("conv-stride").value,
-                   padding: $("conv-padding").value, dilation: $("conv-dilation").value,
-                   row: $("conv-row").value, col: $("conv-col").value };
+                   padding: $("conv-padding").value, dilation: $("conv-dilation").value, row: pos.row, col: pos.col };
   if (params.row === "" || params.col === "") { params.row = ""; params.col = ""; }
   const body = await showView("conv", "/api/conv", params, "worked-out convolution");
   const [i, j] = body.position, [ho, wo] = body.output_shape;
@@ -185,7 +187,7 @@ async function showResults() {
       const a = document.createElement("a");
       a.href = img.src + "?download=true";
       a.textContent = "Download PNG";
-      a.setAttribute("aria-label", `Download ${f.stem} as PNG`);
+      a.setAttribute("aria-label", `Download PNG of ${f.stem}`);
       fig.append(img, cap, a);
       sec.append(fig);
     });
@@ -193,7 +195,16 @@ async function showResults() {
   }));
 }
 
-async function refresh() {
+// Refreshes run one after another, in the order the user asked for them, so a slow answer
+// never overwrites a later one.
+let queue = Promise.resolve();
+function later(fn) {
+  queue = queue.then(fn).catch((e) => status(e.message, true));
+  return queue;
+}
+const refresh = () => later(refreshNow);
+
+async function refreshNow() {
   const page = document.body.dataset.page;
   try {
     status("Working…");
@@ -259,11 +270,11 @@ async function start() {
     fill($("filters-layer"), info.convs);
     fill($("cam-method"), info.methods.map((m) => m.name), info.methods.map((m) => m.title));
     fill($("cam-layer"), ["", ...info.layers], ["default (the deepest map)", ...info.layers]);
-    for (const id of ["maps-layer", "maps-stage"]) $(id).addEventListener("change", () =>
-      showView("maps", "/api/maps", { input: state.input, layer: $("maps-layer").value, stage: $("maps-stage").value }, "feature maps").catch((e) => status(e.message, true)));
-    const filters = () => showView("filters", "/api/filters", { layer: $("filters-layer").value }, "filters").catch((e) => status(e.message, true));
+    for (const id of ["maps-layer", "maps-stage"]) $(id).addEventListener("change", () => later(() =>
+      showView("maps", "/api/maps", { input: state.input, layer: $("maps-layer").value, stage: $("maps-stage").value }, "feature maps")));
+    const filters = () => later(() => showView("filters", "/api/filters", { layer: $("filters-layer").value }, "filters"));
     $("filters-layer").addEventListener("change", filters);
-    for (const id of ["cam-method", "cam-layer"]) $(id).addEventListener("change", () => showCam().catch((e) => status(e.message, true)));
+    for (const id of ["cam-method", "cam-layer"]) $(id).addEventListener("change", () => later(showCam));
     $("use-file").addEventListener("click", () => { const f = $("file").files[0];
       if (f) upload(f, "upload"); else status("Choose an image file first.", true); });
     pad();
@@ -272,11 +283,16 @@ async function start() {
     const channels = Array.from({ length: info.first_conv_channels }, (_, i) => String(i));
     fill($("conv-channel"), channels, channels.map((c) => `${info.first_conv}:${c}`));
     $("conv-about").textContent = `The model's own first conv layer, ${info.first_conv}, on the chosen input (normalised as in training).`;
-    for (const id of ["conv-channel", "conv-stride", "conv-padding", "conv-dilation", "conv-row", "conv-col"])
-      $(id).addEventListener("change", refresh);
+    // a new filter or geometry explains its strongest output again (the old position may not exist)
+    for (const id of ["conv-channel", "conv-stride", "conv-padding", "conv-dilation"])
+      $(id).addEventListener("change", () => later(() => showConv({ row: "", col: "" })));
+    for (const id of ["conv-row", "conv-col"]) $(id).addEventListener("change", () => {
+      const at = { row: $("conv-row").value, col: $("conv-col").value }; later(() => showConv(at)); });
     $("grid").addEventListener("click", (e) => { const c = $("grid"), r = c.getBoundingClientRect();
-      $("conv-row").value = Math.floor((e.clientY - r.top) * c.height / r.height);
-      $("conv-col").value = Math.floor((e.clientX - r.left) * c.width / r.width); refresh(); });
+      const at = { row: Math.floor((e.clientY - r.top) * c.height / r.height),
+                   col: Math.floor((e.clientX - r.left) * c.width / r.width) };
+      $("conv-row").value = at.row; $("conv-col").value = at.col;
+      later(() => showConv(at)); });
   }
   refresh();
 }
