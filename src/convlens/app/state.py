@@ -42,6 +42,7 @@ class AppState:
     max_uploads: int = MAX_UPLOADS
     uploads: OrderedDict[str, ChosenInput] = field(default_factory=OrderedDict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    picked: dict[int, ChosenInput] = field(default_factory=dict)  # test examples already prepared
 
     @classmethod
     def from_handle(cls, handle: ModelHandle, *, data_dir: str | os.PathLike[str] | None = None,
@@ -74,7 +75,6 @@ class AppState:
     def chosen(self, spec: str) -> ChosenInput:
         """The input ``spec`` names: ``index:N`` or ``digit:CLASS[:NTH]`` of the test split,
         or ``upload:ID`` (an image uploaded earlier)."""
-        from convlens import views
 
         kind, _, rest = spec.partition(":")
         if kind == "upload":
@@ -90,7 +90,7 @@ class AppState:
             i = int(rest)
             if i >= len(self.data):
                 raise ConfigError(f"input {spec!r}: the test split has examples 0..{len(self.data) - 1}")
-            return views.choose_input(self.handle, index=i, data=self.data)
+            return self._example(i)
         if kind == "digit":
             cls, _, nth = rest.partition(":")
             if cls not in self.data.classes and not (cls.isdigit() and int(cls) < len(self.data.classes)):
@@ -98,8 +98,21 @@ class AppState:
             if nth and not nth.isdigit():
                 raise ConfigError(f"input {spec!r}: write digit:CLASS:NTH with NTH a whole number")
             label: int | str = int(cls) if cls.isdigit() else cls
-            return views.choose_input(self.handle, digit=label, nth=int(nth or 0), data=self.data)
+            return self._example(self.data.index_of(label, int(nth or 0)))
         raise ConfigError(f"input {spec!r}: use index:N, digit:CLASS[:NTH] or upload:ID")
+
+    def _example(self, i: int) -> ChosenInput:
+        """Test example ``i`` prepared for the model (:func:`convlens.views.choose_input`), once:
+        the data and the model do not change while the app runs (at most the split's size are kept)."""
+        from convlens import views
+
+        with self.lock:
+            found = self.picked.get(i)
+        if found is None:
+            found = views.choose_input(self.handle, index=i, data=self.data)
+            with self.lock:
+                self.picked[i] = found
+        return found
 
     def add_upload(self, data: bytes, name: str) -> tuple[str, ChosenInput]:
         """Read an uploaded image (:func:`convlens.views.image_input`) and keep it under its hash."""
