@@ -38,8 +38,7 @@ thead th{background:#eef3f8}
 .note{color:#333;font-size:.95rem}
 @media print{
  body{max-width:none;padding:0;font-size:10pt}
- nav,.skip,details summary{display:none}
- details{display:block}
+ nav,.skip{display:none}
  a{color:#000;text-decoration:none}
  section{break-before:auto}
  h2{break-after:avoid}
