@@ -263,3 +263,37 @@ def test_serve_binds_127_0_0_1_and_warns_when_exposed(run_dir: Path, monkeypatch
                             "--port", "8123")
     assert code == 0 and seen[-1]["host"] == "0.0.0.0" and seen[-1]["port"] == 8123
     assert "warning: --host 0.0.0.0 exposes the app" in err
+
+
+def test_a_users_rgb_model_with_nested_names(mnist_dir: Path) -> None:
+    """--model: any nn.Module (3 channels, layers named by nesting), the data fitted to it."""
+    import warnings
+
+    import convlens
+    from convlens.app import AppState, create_app
+    from convlens.errors import ConvlensNote
+    from convlens.models.handle import open_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvlensNote)
+        torch.manual_seed(0)
+        h = open_model(spec="torch.nn:Sequential", input_shape="3,16,16", mean="0.5", std="0.25")
+    h.model.add_module("features", torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU()))
+    h.model.add_module("pool", torch.nn.AdaptiveAvgPool2d(1))
+    h.model.add_module("flat", torch.nn.Flatten())
+    h.model.add_module("head", torch.nn.Linear(4, 10))
+    state = AppState.from_handle(h, data_dir=mnist_dir)
+    c = TestClient(create_app(state))
+    info = c.get("/api/info").json()
+    assert info["layers"] == ["features", "features.0", "features.1"] and info["first_conv"] == "features.0"
+    assert info["input_shape"] == [3, 16, 16] and info["results"] == []
+    body = c.get("/api/cam", params={"input": "index:0", "method": "gradcam", "layer": "features.1",
+                                     "format": "json"}).json()
+    x = state.chosen("index:0").x
+    assert tuple(x.shape) == (1, 3, 16, 16)
+    ref = convlens.cam(h.model, x, method="gradcam", layer="features.1")
+    np.testing.assert_allclose(body["heat"], ref.normalised[0].double().numpy(), atol=1e-6)
+    conv = c.get("/api/conv", params={"input": "index:0", "channel": 1, "row": 3, "col": 5}).json()
+    with torch.no_grad():
+        out = F.conv2d(x.double(), h.model.features[0].weight.double(), h.model.features[0].bias.double(), padding=1)
+    assert len(conv["patch"]) == 3 and conv["total"] == pytest.approx(float(out[0, 1, 3, 5]), abs=1e-9)

@@ -870,6 +870,7 @@ class ModelCard:
     rows: list[list[str]]  # one per layer, matching ``columns``
     total_params: int | None
     total_macs: int | None
+    architecture: dict[str, object]  # the run's model config ({} for a --model)
     training: dict[str, object]  # seed, data, hyperparameters, versions ({} for a --model)
     test_accuracy: float | None
     curves: Explained | None  # the training curve, for a run with completed epochs
@@ -885,9 +886,16 @@ def model_card(source: Run | ModelHandle) -> ModelCard:
     handle = _handle(source)
     table = receptive_field(handle.model, handle.input_shape)
     training: dict[str, object] = {}
+    architecture: dict[str, object] = {}
     accuracy, curves = None, None
     if handle.run is not None:
         cfg = handle.run.config
+        for key, value in sorted(cfg.model.to_dict().items()):
+            items = value if isinstance(value, list) and all(isinstance(v, dict) for v in value) else None
+            if items is None:
+                architecture[key] = value
+            for n, item in enumerate(items or []):  # one row per conv block: its settings in order
+                architecture[f"{key} {n + 1}"] = ", ".join(f"{k}={v}" for k, v in item.items())
         data = cfg.data
         training = {"seed": cfg.seed, "data": f"{data.name}: {data.train_size:,} training and {data.test_size:,} "
                     f"test images", **{k: cfg.train[k] for k in sorted(cfg.train)},
@@ -896,7 +904,7 @@ def model_card(source: Run | ModelHandle) -> ModelCard:
         if handle.run.metrics.get("epochs"):
             curves = training_curve(handle.run.metrics, title=f"{handle.name} on {data.name}")
     return ModelCard(handle.name, handle.input_shape, tuple(handle.data.classes), tuple(COLUMNS), table.cells(),
-                     table.total_params, table.total_macs, training, accuracy, curves)
+                     table.total_params, table.total_macs, architecture, training, accuracy, curves)
 
 
 def first_conv(model: Source) -> str:

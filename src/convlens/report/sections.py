@@ -78,6 +78,9 @@ def _model_card(ctx: ReportContext) -> list[Block]:
               "neighbouring units; start: centre of unit (0, 0)'s field, in input pixels."]),
         Table("Layers, in the order the forward pass finished them", card.columns, card.rows),
     ]
+    if card.architecture:
+        blocks.append(Table("Architecture (the run's model configuration)", ("field", "value"),
+                            list(card.architecture.items())))
     if card.training:
         blocks.append(Table("Training configuration", ("setting", "value"), list(card.training.items())))
     if card.curves is not None:
