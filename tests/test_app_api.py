@@ -297,3 +297,21 @@ def test_a_users_rgb_model_with_nested_names(mnist_dir: Path) -> None:
     with torch.no_grad():
         out = F.conv2d(x.double(), h.model.features[0].weight.double(), h.model.features[0].bias.double(), padding=1)
     assert len(conv["patch"]) == 3 and conv["total"] == pytest.approx(float(out[0, 1, 3, 5]), abs=1e-9)
+
+
+def test_concurrent_cam_requests_each_get_their_own_numbers(client: TestClient, state) -> None:  # type: ignore[no-untyped-def]
+    from concurrent.futures import ThreadPoolExecutor
+
+    import convlens
+
+    def heat(i: int) -> list[list[float]]:
+        r = client.get("/api/cam", params={"input": f"index:{i}", "method": "gradcam", "format": "json",
+                                           "scores": "false", "words": "false"})
+        assert r.status_code == 200, r.text
+        return r.json()["heat"]
+
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(heat, range(12)))
+    for i, h in enumerate(got):
+        ref = convlens.cam(state.handle.model, _x(state, i), method="gradcam").normalised[0].double().numpy()
+        np.testing.assert_allclose(h, ref, atol=1e-6)
