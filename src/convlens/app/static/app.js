@@ -147,13 +147,19 @@ function drawOutput(canvas, output, pos) {
   ctx.strokeRect(pos[1], pos[0], 1, 1);
 }
 
-// ``at``: the output position the user asked for when the request was made ({row: "", col: ""}:
-// the strongest), so an answer still on its way cannot move it
-async function showConv(at) {
+// What the conv controls say now ({row: "", col: ""} in ``at``: explain the strongest output).
+// Read when the user acts, so an answer still on its way (which writes the controls back)
+// cannot change what the user asked for next.
+function convAsked(at) {
   const pos = at || { row: $("conv-row").value, col: $("conv-col").value };
   const params = { input: state.input, channel: $("conv-channel").value, stride: $("conv-stride").value,
                    padding: $("conv-padding").value, dilation: $("conv-dilation").value, row: pos.row, col: pos.col };
   if (params.row === "" || params.col === "") { params.row = ""; params.col = ""; }
+  return params;
+}
+
+async function showConv(asked) {
+  const params = asked || convAsked();
   const body = await showView("conv", "/api/conv", params, "worked-out convolution");
   const [i, j] = body.position, [ho, wo] = body.output_shape;
   $("conv-stride").value = body.stride[0]; $("conv-padding").value = body.pad[0];
@@ -285,14 +291,14 @@ async function start() {
     $("conv-about").textContent = `The model's own first conv layer, ${info.first_conv}, on the chosen input (normalised as in training).`;
     // a new filter or geometry explains its strongest output again (the old position may not exist)
     for (const id of ["conv-channel", "conv-stride", "conv-padding", "conv-dilation"])
-      $(id).addEventListener("change", () => later(() => showConv({ row: "", col: "" })));
+      $(id).addEventListener("change", () => { const asked = convAsked({ row: "", col: "" }); later(() => showConv(asked)); });
     for (const id of ["conv-row", "conv-col"]) $(id).addEventListener("change", () => {
-      const at = { row: $("conv-row").value, col: $("conv-col").value }; later(() => showConv(at)); });
+      const asked = convAsked(); later(() => showConv(asked)); });
     $("grid").addEventListener("click", (e) => { const c = $("grid"), r = c.getBoundingClientRect();
       const at = { row: Math.floor((e.clientY - r.top) * c.height / r.height),
                    col: Math.floor((e.clientX - r.left) * c.width / r.width) };
       $("conv-row").value = at.row; $("conv-col").value = at.col;
-      later(() => showConv(at)); });
+      const asked = convAsked(at); later(() => showConv(asked)); });
   }
   refresh();
 }
