@@ -1,7 +1,7 @@
 """Test beds with known ground truth, made from real MNIST: what a shortcut looks like.
 
 * **Patch-MNIST** (:func:`patch_mnist`): every image carries a small bright square
-  (``patch`` × ``patch`` pixels of value 255) at one of ten positions along the border,
+  (``patch`` × ``patch`` pixels of value 255, 6×6 by default: 4.6% of a 28×28 image) at one of ten positions along the border,
   one position per class (:func:`patch_positions`). In a fraction ``rho`` of the
   training images the square sits at the position of the image's own class; in the rest
   at the position of another class, drawn uniformly. With ten classes ``rho = 0.1`` makes
@@ -155,7 +155,11 @@ def _mnist(source: tuple[ImageDataset, ImageDataset] | None, data_dir: str | os.
            ) -> tuple[ImageDataset, ImageDataset]:
     if source is not None:
         return source
-    return load_dataset("mnist", "train", data_dir=data_dir), load_dataset("mnist", "test", data_dir=data_dir)
+    train, test = load_dataset("mnist", "train", data_dir=data_dir), load_dataset("mnist", "test", data_dir=data_dir)
+    if train.name != "mnist":
+        raise DataError(f"the test beds are made from MNIST, but the data directory holds {train.name} "
+                        f"({Path(train.source).parent}); point --data-dir at the MNIST IDX files")
+    return train, test
 
 
 def _check_fraction(name: str, value: float) -> float:
@@ -184,14 +188,14 @@ def _normalised(splits: dict[str, ImageDataset]) -> dict[str, ImageDataset]:
 # --- Patch-MNIST ---------------------------------------------------------------------------------
 
 
-def patch_positions(height: int = 28, width: int = 28, patch: int = 4) -> np.ndarray:
+def patch_positions(height: int = 28, width: int = 28, patch: int = 6) -> np.ndarray:
     """The top-left corners ``(row, col)`` of the ten class positions, ``(10, 2)`` int:
     four along the top edge, four along the bottom, one in the middle of each side, one
-    pixel in from the border. For 28×28 and a 4-pixel patch::
+    pixel in from the border. For 28×28 and the default 6-pixel patch::
 
-        class:  0 (1,1)  1 (1,8)  2 (1,16)  3 (1,23)
-                4 (23,1) 5 (23,8) 6 (23,16) 7 (23,23)
-                8 (12,1) 9 (12,23)
+        class:  0 (1,1)  1 (1,8)  2 (1,14)  3 (1,21)
+                4 (21,1) 5 (21,8) 6 (21,14) 7 (21,21)
+                8 (11,1) 9 (11,21)
     """
     if height < patch + 2 or width < patch + 2:
         raise DataError(f"images of {height}×{width} are too small for a {patch}-pixel patch one pixel from the border")
@@ -228,7 +232,7 @@ def _patched(ds: ImageDataset, where: np.ndarray, positions: np.ndarray, patch: 
     return images, pmask, fg
 
 
-def patch_mnist(rho: float = 0.95, *, seed: int = 0, patch: int = 4, test: PatchSplit = "aligned",
+def patch_mnist(rho: float = 0.95, *, seed: int = 0, patch: int = 6, test: PatchSplit = "aligned",
                 source: tuple[ImageDataset, ImageDataset] | None = None,
                 data_dir: str | os.PathLike[str] | None = None) -> SyntheticDataset:
     """Patch-MNIST with a class-aligned patch in a fraction ``rho`` of the training images
@@ -384,7 +388,7 @@ def load_split(folder: str | os.PathLike[str], split: str) -> ImageDataset:
     """Any split of a made directory, the extra test splits (``"conflicting"``) included."""
     d = _manifest(folder)
     if split in ("train", "test"):
-        return load_dataset(d["name"], split, data_dir=folder)  # type: ignore[arg-type]
+        return load_dataset(d["name"], split, data_dir=folder)
     if split not in d.get("extra_splits", []):
         from convlens.errors import unknown_name
 
