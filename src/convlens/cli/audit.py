@@ -78,7 +78,8 @@ def audit(run: Path | None, spec: str | None, weights: Path | None, dataset: str
     for name, acc in a.variants.items():
         con.print(f"  {name:16s} {acc:7.2%}")
     con.print(f"BG-Gap: {a.bg_gap * 100:.1f} pp   background mass: {a.method} {a.background_mass:.1%}, "
-              f"input gradient {a.gradient_mass:.1%}")
+              f"input gradient {a.gradient_mass:.1%}"
+              + (f" ({a.cam_empty:,} images have no positive {a.method} value)" if a.cam_empty else ""))
     for c in a.channels:
         shown = ", ".join(str(ch) for ch in c.driven[:10]) + (" ..." if len(c.driven) > 10 else "")
         con.print(f"{c.layer}: {len(c.driven)} of {len(c.shares)} channels background-driven"

@@ -10,8 +10,11 @@
    For 3-channel data also ``grayscale`` and the three channel swaps.
 2. **Attribution mass**: the fraction of the positive Grad-CAM mass (``method``, any CAM of
    :data:`convlens.explain.METHODS`) and of the input-gradient (saliency) mass that falls on
-   the background, for the predicted class of each original image; averaged over images,
-   overall and per true class.
+   the background, for the predicted class of each original image: the maps' positive
+   values summed over the background of all images, divided by their sum over all images
+   (overall, and per true class). Summing, not averaging per-image shares, keeps images
+   whose map has no positive value from being dropped silently: they add nothing, and
+   :attr:`Audit.cam_empty` counts them.
 3. **Feature maps**: for every channel of the last conv layers (``channel_layers``, default
    the last two ``nn.Conv2d``), the share of its activation energy that lies on the
    background. The energy of channel ``c`` at a cell is ``(a_c(x) − a_c(blank))²``, its
@@ -110,9 +113,11 @@ class Audit:
     Attributes:
         variants: variant name -> accuracy (0..1).
         bg_gap: ``variants["mixed-same"] − variants["mixed-rand"]``.
-        background_mass: mean fraction of positive CAM mass on the background; ``_per_class``
-            by true class (NaN for a class without images). ``gradient_mass`` likewise for the
-            input gradient.
+        background_mass: the share of the positive CAM mass, summed over all images, that lies
+            on the background; ``_per_class`` summed over each true class's images (NaN where
+            there is none). ``gradient_mass`` likewise for the input gradient. ``cam_empty``
+            counts the images whose CAM has no positive value at all (Grad-CAM's channel
+            weights can make the whole map negative): they add no mass.
         channels: one :class:`ChannelCheck` per layer checked.
         colour: for 3-channel data, the colour check (``None`` otherwise).
         biased, reasons, verdict: the verdict; ``reasons`` are the signs that held (or, when
@@ -139,6 +144,7 @@ class Audit:
     masks_from: str
     foreground_fraction: float
     seed: int
+    cam_empty: int = 0
     examples: list[int] = field(default_factory=list)
     example_images: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
@@ -170,7 +176,7 @@ class Audit:
             "channels": [c.to_dict() for c in self.channels],
             "background_channels": [{"layer": lay, "channel": ch, "share": s} for lay, ch, s in self.background_channels],
             "colour": self.colour, "biased": self.biased, "reasons": self.reasons, "verdict": self.verdict,
-            "masks": self.masks_from, "foreground_fraction": self.foreground_fraction, "seed": self.seed,
+            "cam_empty": self.cam_empty, "masks": self.masks_from, "foreground_fraction": self.foreground_fraction, "seed": self.seed,
             "examples": self.examples,
         }
 
@@ -297,8 +303,8 @@ def audit(
     bg_energy: dict[str, torch.Tensor] = {}
     energy: dict[str, torch.Tensor] = {}
     area: dict[str, float] = dict.fromkeys(layers, 0.0)
-    cam_frac = np.full(n, np.nan)
-    grad_frac = np.full(n, np.nan)
+    cam_mass = np.zeros((2, n))  # per image: positive mass on the background, in all
+    grad_mass = np.zeros((2, n))
     used_layer = layer or ""
     with eval_mode(model):
         blank = _blank_response(model, data, layers, fill, dev)
@@ -325,8 +331,8 @@ def audit(
                              target=torch.from_numpy(preds[idx.numpy()]).to(dev))
             used_layer = ", ".join(result[method].layers)
             bgw = (~m).to(torch.float64)
-            cam_frac[idx.numpy()] = _fraction(result[method].maps.detach().cpu(), bgw)
-            grad_frac[idx.numpy()] = _fraction(result["saliency"].maps.detach().cpu(), bgw)
+            cam_mass[:, idx.numpy()] = _masses(result[method].maps.detach().cpu(), bgw)
+            grad_mass[:, idx.numpy()] = _masses(result["saliency"].maps.detach().cpu(), bgw)
 
     variants = {name: correct[name] / n for name in names}
     bg_gap = variants["mixed-same"] - variants["mixed-rand"]
@@ -339,8 +345,9 @@ def audit(
         a = area[name] / n
         driven = [int(c) for c in np.argsort(-shares, kind="stable") if shares[c] > max(CHANNEL_SHARE, a)]
         channels.append(ChannelCheck(name, shares, a, driven))
-    mass, mass_pc = _mean_per_class(cam_frac, lab, k)
-    gmass, gmass_pc = _mean_per_class(grad_frac, lab, k)
+    cam_empty = int((cam_mass[1] <= 0).sum())
+    mass, mass_pc = _pooled(cam_mass, lab, k)
+    gmass, gmass_pc = _pooled(grad_mass, lab, k)
     colour_check = _colour_check(variants, data, preds) if colour else None
     biased, reasons, verdict = _verdict(variants, bg_gap, mass, channels, colour_check, k, method)
     shown = _examples(lab, k, examples)
@@ -356,7 +363,7 @@ def audit(
                  layer=used_layer, background_mass=mass, background_mass_per_class=mass_pc, gradient_mass=gmass,
                  gradient_mass_per_class=gmass_pc, channels=channels, colour=colour_check, biased=biased,
                  reasons=reasons, verdict=verdict, masks_from=masks_from, foreground_fraction=float(fg.mean()),
-                 seed=seed, examples=shown, example_images=example_images)
+                 seed=seed, cam_empty=cam_empty, examples=shown, example_images=example_images)
 
 
 def _blank_response(model: nn.Module, data: ImageDataset, layers: list[str], fill: int,
@@ -399,20 +406,21 @@ def _observed_forward(model: nn.Module, x: torch.Tensor, layers: list[str], blan
         return model(x)
 
 
-def _fraction(maps: torch.Tensor, bg: torch.Tensor) -> np.ndarray:
-    """Per row: the share of the (non-negative) map's mass on the background; NaN for an all-zero map."""
+def _masses(maps: torch.Tensor, bg: torch.Tensor) -> np.ndarray:
+    """``(2, R)``: per row, the positive map's mass on the background and in all."""
     maps = maps.to(torch.float64).clamp_min(0)
-    total = maps.sum((1, 2))
-    on_bg = (maps * bg).sum((1, 2))
-    return torch.where(total > 0, on_bg / total.clamp_min(1e-300), torch.nan).numpy()
+    return torch.stack([(maps * bg).sum((1, 2)), maps.sum((1, 2))]).numpy()
 
 
-def _mean_per_class(frac: np.ndarray, labels: np.ndarray, k: int) -> tuple[float, np.ndarray]:
-    ok = np.isfinite(frac)
-    overall = float(frac[ok].mean()) if ok.any() else float("nan")
-    per = np.array([float(frac[ok & (labels == c)].mean()) if (ok & (labels == c)).any() else np.nan
-                    for c in range(k)])
-    return overall, per
+def _pooled(mass: np.ndarray, labels: np.ndarray, k: int) -> tuple[float, np.ndarray]:
+    """Background share of the mass summed over all images, and over each class's images
+    (NaN where there is no positive mass)."""
+
+    def share(keep: np.ndarray) -> float:
+        total = float(mass[1, keep].sum())
+        return float(mass[0, keep].sum()) / total if total > 0 else float("nan")
+
+    return share(np.ones(len(labels), dtype=bool)), np.array([share(labels == c) for c in range(k)])
 
 
 def _examples(labels: np.ndarray, k: int, count: int) -> list[int]:

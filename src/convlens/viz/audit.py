@@ -106,6 +106,8 @@ def background_mass_figure(cam: np.ndarray, gradient: np.ndarray, classes: Seque
     ax.bar(pos - 0.2, np.nan_to_num(cam) * 100, 0.4, color=one, label=f"{method} ({cam_overall:.0%} overall)")
     ax.bar(pos + 0.2, np.nan_to_num(gradient) * 100, 0.4, color=two, hatch="//",
            label=f"input gradient ({gradient_overall:.0%} overall)")
+    for i in np.flatnonzero(~np.isfinite(cam)):
+        ax.text(i - 0.2, 1, "n/a", ha="center", va="bottom", fontsize=5, rotation=90)
     ax.axhline(area * 100, color=light, linestyle="--", linewidth=1, label=f"background area {area:.0%}")
     ax.set_xticks(pos, list(classes), fontsize=7)
     ax.set_ylim(0, 100)
@@ -115,11 +117,15 @@ def background_mass_figure(cam: np.ndarray, gradient: np.ndarray, classes: Seque
     ax.set_title(title, fontsize=9)
     top = int(np.nanargmax(cam)) if np.isfinite(cam).any() else 0
     caption = (f"Share of the positive {method} mass and of the input-gradient mass that falls outside the foreground "
-               f"mask, averaged over the images of each true class (overall {cam_overall:.1%} and "
+               f"mask, summed over the images of each true class (overall {cam_overall:.1%} and "
                f"{gradient_overall:.1%}); the dashed line is the background's share of the image ({area:.1%}).")
-    alt = (f"Grouped bar chart over {len(classes)} classes. {method} mass on the background ranges from "
-           f"{np.nanmin(cam):.0%} to {np.nanmax(cam):.0%} (highest for class {classes[top]}); input-gradient mass "
-           f"from {np.nanmin(gradient):.0%} to {np.nanmax(gradient):.0%}.")
+    missing = [classes[i] for i in np.flatnonzero(~np.isfinite(cam))]
+    if missing:
+        caption += f" n/a: no positive {method} value on any image of class {', '.join(missing)}."
+    rng = (f"ranges from {np.nanmin(cam):.0%} to {np.nanmax(cam):.0%} (highest for class {classes[top]})"
+           if np.isfinite(cam).any() else "is undefined for every class")
+    alt = (f"Grouped bar chart over {len(classes)} classes. {method} mass on the background {rng}; input-gradient "
+           f"mass from {np.nanmin(gradient):.0%} to {np.nanmax(gradient):.0%}.")
     return Explained(fig, caption, alt, title=title,
                      data={"cam": cam, "gradient": gradient, "classes": list(classes), "area": area})
 
