@@ -111,10 +111,9 @@ def make_dataset(kind: str, out: Path, rho: float, patch: int, test_split: Liter
     """Write a test bed made from MNIST (read from --data-dir) as IDX files, masks (.npy) and
     dataset.json, for every command's --data-dir: patch-mnist (a class-specific bright patch),
     colored-mnist (Arjovsky et al.'s colour shortcut), label-flip (k labels flipped at known indices)."""
-    from convlens._atomic import check_replaceable
     from convlens.data import synthetic
 
-    check_replaceable(out, overwrite=force, what="dataset", fix="choose another --out")  # before the work
+    synthetic.check_out(out, overwrite=force)  # before the work
     if kind == "patch-mnist":
         bed = synthetic.patch_mnist(rho, seed=seed, patch=patch, test=test_split, data_dir=data_dir)
     elif kind == "colored-mnist":

@@ -67,6 +67,7 @@ from convlens.errors import DataError
 __all__ = [
     "KINDS",
     "SyntheticDataset",
+    "check_out",
     "colored_mnist",
     "label_flip",
     "load_masks",
@@ -130,12 +131,11 @@ class SyntheticDataset:
         An earlier dataset there is replaced only with ``overwrite``; a directory holding
         files convlens did not write is never replaced.
         """
-        from convlens._atomic import AtomicDir, check_replaceable
+        from convlens._atomic import AtomicDir
 
         target = Path(out)
         manifest = self.manifest()
-        known = [*manifest["files"].values(), *manifest["masks"].values(), MANIFEST]
-        check_replaceable(target, overwrite=overwrite, what="dataset", known=known, fix="choose another --out")
+        check_out(target, overwrite=overwrite)
         pending = AtomicDir(target, overwrite=overwrite)
         try:
             for split, ds in self.splits.items():
@@ -149,6 +149,25 @@ class SyntheticDataset:
             pending.abort()
             raise
         return pending.commit()
+
+
+def _written(manifest: dict[str, Any]) -> list[str]:
+    return [*manifest.get("files", {}).values(), *manifest.get("masks", {}).values(), MANIFEST]
+
+
+def check_out(out: str | os.PathLike[str], *, overwrite: bool = False) -> None:
+    """Refuse to write a dataset into ``out`` where it would lose something: an earlier
+    dataset (what its manifest lists) is replaced only with ``overwrite``; a directory
+    holding anything else is never replaced (:func:`convlens._atomic.check_replaceable`)."""
+    from convlens._atomic import check_replaceable
+
+    p = Path(out)
+    try:
+        earlier = read_manifest(p) if p.is_dir() else None
+    except DataError:
+        earlier = None  # an unreadable manifest is the user's file, not ours
+    check_replaceable(p, overwrite=overwrite, what="dataset", known=_written(earlier or {}) if earlier else (),
+                      fix="choose another --out")
 
 
 def _mnist(source: tuple[ImageDataset, ImageDataset] | None, data_dir: str | os.PathLike[str] | None

@@ -119,7 +119,7 @@ def background_mass_figure(cam: np.ndarray, gradient: np.ndarray, classes: Seque
     caption = (f"Share of the positive {method} mass and of the input-gradient mass that falls outside the foreground "
                f"mask, summed over the images of each true class (overall {cam_overall:.1%} and "
                f"{gradient_overall:.1%}); the dashed line is the background's share of the image ({area:.1%}).")
-    missing = [classes[i] for i in np.flatnonzero(~np.isfinite(cam))]
+    missing = [classes[int(i)] for i in np.flatnonzero(~np.isfinite(cam))]
     if missing:
         caption += f" n/a: no positive {method} value on any image of class {', '.join(missing)}."
     rng = (f"ranges from {np.nanmin(cam):.0%} to {np.nanmax(cam):.0%} (highest for class {classes[top]})"
