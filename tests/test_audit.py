@@ -291,3 +291,14 @@ def test_cli_audit_writes_everything_once(beds: dict[str, tuple], tmp_path: Path
     assert code == 1 and "masks have shape (7500, 28, 28) but the data holds 1500 images" in err
     assert not (tmp_path / "b").exists()
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+
+
+def test_cli_audit_of_a_user_model(beds: dict[str, tuple], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = beds["biased"][0]
+    out = tmp_path / "user"
+    code, _, err = cli_call(capsys, "audit", "--model", "zoo:SeedCNN", "--data-dir", str(d), "--out", str(out),
+                                 "--n", "200")
+    assert code == 0, err
+    report = json.loads((out / "audit.json").read_text())
+    assert report["dataset"] == "patch-mnist" and report["n"] == 200
+    assert set(report["variants"]) == {"original", "only-foreground", "only-background", "mixed-same", "mixed-rand"}

@@ -920,6 +920,7 @@ def audit_view(
     method: str = "gradcam",
     layer: str | None = None,
     seed: int = 0,
+    n: int | None = None,
     palette: PaletteName = "default",
 ) -> AuditView:
     """Audit the model for background (and colour) reliance on ``split`` of its dataset, and
@@ -927,9 +928,10 @@ def audit_view(
 
     Masks: ``masks`` if given (array or ``.npy`` path); else the foreground masks of a
     ``convlens make-dataset`` directory (``{split}-foreground.npy``); else derived
-    (:func:`convlens.data.masks.foreground_masks`).
+    (:func:`convlens.data.masks.foreground_masks`). ``n`` audits a seeded random sample of
+    ``n`` images of the split (with their masks) instead of all of them.
     """
-    from convlens.diagnose.audit import CHANNEL_SHARE, audit
+    from convlens.diagnose.audit import CHANNEL_SHARE, audit, load_masks
     from convlens.viz.audit import (
         audit_variants_figure,
         background_channels_figure,
@@ -940,6 +942,10 @@ def audit_view(
     ds = dataset_for(handle, split, data=data, data_dir=_made_data_dir(handle, data_dir) if data is None else None)
     if masks is None and data is None:
         masks = _dataset_masks(ds, split)
+    if n is not None and n < len(ds):
+        keep = np.sort(np.random.default_rng(seed).choice(len(ds), size=max(int(n), 0), replace=False))
+        masks = None if masks is None else load_masks(masks, ds)[keep]
+        ds = ds.subset(keep)
     result = audit(handle.model, ds, masks=masks, method=method, layer=layer, seed=seed)
     names = list(result.example_images)
     labels = [f"#{i}: {ds.classes[int(ds.labels[i])]}" for i in result.examples]

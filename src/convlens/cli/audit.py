@@ -35,7 +35,10 @@ AUDIT_JSON = "audit.json"
                    "directory's, else derived: brightest channel above 32, dilated by 2 pixels].")
 @method_option
 @click.option("--layer", default=None, help="Layer of the CAM [default: the last one with a spatial map].")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the mixed variants' partners.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the mixed variants' partners (and of the --n sample).")
+@click.option("--n", type=click.IntRange(min=1), default=None,
+              help="Audit a seeded random sample of this many images [default: the whole split].")
 @palette_option
 @data_dir_option
 @device_option
@@ -44,7 +47,7 @@ AUDIT_JSON = "audit.json"
 @force_option
 def audit(run: Path | None, spec: str | None, weights: Path | None, dataset: str, input_shape: str | None,
           split: Literal["test", "train"], masks: Path | None, method: str, layer: str | None, seed: int,
-          palette: PaletteName, data_dir: Path | None, device: str, out: Path | None, force: bool) -> None:
+          n: int | None, palette: PaletteName, data_dir: Path | None, device: str, out: Path | None, force: bool) -> None:
     """Does RUN (or --model) look at the object or at the background (or at colour)?
 
     Accuracy on only-foreground, only-background, mixed-same and mixed-rand images (BG-Gap),
@@ -60,7 +63,7 @@ def audit(run: Path | None, spec: str | None, weights: Path | None, dataset: str
     stems = list(views.AUDIT_FIGURES)
     dest = figures_dest(h, out, stems, force, files=(AUDIT_JSON,))
     view = views.audit_view(h, split=split, masks=masks, data_dir=data_dir, method=method, layer=layer, seed=seed,
-                            palette=palette)
+                            n=n, palette=palette)
     content: dict[str, bytes] = {}
     for stem, fig in view.figures.items():
         files = figure_files(stem)
