@@ -954,7 +954,9 @@ def audit_view(
         figures["audit-variants"] = audit_variants_figure(
             result.example_images, {v: result.variants[v] for v in names}, chance=result.chance, labels=labels,
             n_images=result.n, bg_gap=result.bg_gap, palette=palette)
-    title = {"gradcam": "Grad-CAM"}.get(method, method)
+    from convlens.explain import get_method
+
+    title = get_method(method).title
     figures["audit-background-mass"] = background_mass_figure(
         result.background_mass_per_class, result.gradient_mass_per_class, ds.classes,
         cam_overall=result.background_mass, gradient_overall=result.gradient_mass,

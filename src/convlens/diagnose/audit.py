@@ -461,7 +461,9 @@ def _verdict(variants: dict[str, float], bg_gap: float, mass: float, channels: l
              colour: dict[str, Any] | None, k: int, method: str) -> tuple[bool, list[str], str]:
     chance = 1.0 / k
     only_bg = variants["only-background"]
-    title = {"gradcam": "Grad-CAM"}.get(method, method)
+    from convlens.explain import get_method
+
+    title = get_method(method).title
     signs: list[str] = []
     bg_sign = f"{_pct(only_bg)} accuracy on only-background images (chance {_pct(chance)})"
     gap_sign = f"BG-Gap {bg_gap * 100:.1f} pp"
@@ -484,12 +486,12 @@ def _verdict(variants: dict[str, float], bg_gap: float, mass: float, channels: l
     colour_bias = bool(colour and colour["shortcut"])
     if colour_bias and colour is not None:
         swap = colour["strongest"]
-        what = "gray" if swap == "grayscale" else "with " + " and ".join(swap.split("-")[1:]) + " swapped"
+        what = "made gray" if swap == "grayscale" else " and ".join(swap.split("-")[1:]) + " swapped"
         orig = variants["original"]
         cue = "; ".join(f"it predicts {v['predicted']!r} for {_pct(v['share'])} of {c} images"
                         for c, v in colour["by_colour"].items())
         signs.append(f"colour shortcut: accuracy moves from {_pct(orig)} to {_pct(variants[swap])} (chance "
-                     f"{_pct(chance)}) when the images are {what}: {cue}")
+                     f"{_pct(chance)}) with {what}: {cue}")
     parts = []
     if background:
         parts.append("likely background-biased: " + ", ".join(s for s in signs if not s.startswith("colour")))
