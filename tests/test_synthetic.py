@@ -160,7 +160,7 @@ def test_made_directories_read_back_through_data_dir(tmp_path: Path, mnist_dir: 
             bed.save(out)
     conflicting = load_split(tmp_path / "patch-mnist", "conflicting")
     assert torch.equal(conflicting.images, patch_mnist(0.95, source=source).splits["conflicting"].images)
-    with pytest.raises(DataError, match=r"not a registered dataset .* holds no dataset\.json"):
+    with pytest.raises(DataError, match=r"unknown dataset 'patch-mnist'.* holds no dataset\.json: for a dataset made by"):
         load_dataset("patch-mnist", "test", data_dir=mnist_dir)
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from convlens.data.sources import ENV_DATA_DIR, FILE_KEYS, SOURCES, Source
-from convlens.errors import DataError
+from convlens.errors import DataError, unknown_name
 
 __all__ = ["MANIFEST", "data_folder", "manifest_source", "read_manifest"]
 
@@ -88,8 +88,8 @@ def manifest_source(name: str | Source, data_dir: str | os.PathLike[str] | None)
     d = read_manifest(folder) if folder is not None and folder.is_dir() else None
     if d is None:
         if name not in SOURCES and folder is not None:
-            raise DataError(f"dataset {name!r} is not a registered dataset and {folder} holds no {MANIFEST}; if "
-                            "`convlens make-dataset` made it, pass --data-dir DIR, the directory it wrote")
+            raise DataError(f"{unknown_name('dataset', name, SOURCES)}; {folder} holds no {MANIFEST}: for a dataset "
+                            "made by `convlens make-dataset`, pass --data-dir DIR, the directory it wrote")
         return None
     if name in (d["name"], d.get("based_on")):
         return _source(d)
