@@ -291,8 +291,8 @@ def audit(
     n, k = len(data), len(data.classes)
     images, labels = data.images, data.labels
     lab = labels.numpy()
-    mask_t = torch.from_numpy(fg)
-    pairs = {name: torch.from_numpy(j) for name, j in partners(lab, seed).items()}
+    mask_t = torch.from_numpy(fg).to(images.device)
+    pairs = {name: torch.from_numpy(j).to(images.device) for name, j in partners(lab, seed).items()}
     colour = data.shape[0] == 3
     names = list(BACKGROUND_VARIANTS) + (list(COLOUR_VARIANTS) if colour else [])
     layers = list(channel_layers) if channel_layers is not None else conv_layers(model)
@@ -309,7 +309,7 @@ def audit(
     with eval_mode(model):
         blank = _blank_response(model, data, layers, fill, dev)
         for start in range(0, n, batch_size):
-            idx = torch.arange(start, min(start + batch_size, n))
+            idx = torch.arange(start, min(start + batch_size, n), device=images.device)
             x, m = images[idx], mask_t[idx]
             for name in names:
                 j = pairs.get(name)
@@ -323,16 +323,17 @@ def audit(
                         out = model(xin)
                 out = _check_output(out, len(idx), k)
                 pred = out.argmax(1).cpu()
-                correct[name] += int((pred == labels[idx]).sum())
+                correct[name] += int((pred == labels[idx].cpu()).sum())
                 if name == "original":
-                    preds[idx.numpy()] = pred.numpy()
+                    preds[idx.cpu().numpy()] = pred.numpy()
             # attribution mass for the predicted class of the original images
-            result = explain(model, data.normalise(x.to(dev)), [method, "saliency"], layer=layer,
-                             target=torch.from_numpy(preds[idx.numpy()]).to(dev))
+            rows = idx.cpu().numpy()
+            result = explain(model, data.normalise(x.to(dev)), list(dict.fromkeys([method, "saliency"])), layer=layer,
+                             target=torch.from_numpy(preds[rows]).to(dev))
             used_layer = ", ".join(result[method].layers)
-            bgw = (~m).to(torch.float64)
-            cam_mass[:, idx.numpy()] = _masses(result[method].maps.detach().cpu(), bgw)
-            grad_mass[:, idx.numpy()] = _masses(result["saliency"].maps.detach().cpu(), bgw)
+            bgw = (~m).cpu().to(torch.float64)
+            cam_mass[:, rows] = _masses(result[method].maps.detach().cpu(), bgw)
+            grad_mass[:, rows] = _masses(result["saliency"].maps.detach().cpu(), bgw)
 
     variants = {name: correct[name] / n for name in names}
     bg_gap = variants["mixed-same"] - variants["mixed-rand"]
@@ -353,12 +354,12 @@ def audit(
     shown = _examples(lab, k, examples)
     example_images = {}
     if shown:
-        idx = torch.as_tensor(shown)
+        idx = torch.as_tensor(shown, device=images.device)
         x, m = images[idx], mask_t[idx]
         for name in names:
             j = pairs.get(name)
             example_images[name] = variant_batch(name, x, m, images[j[idx]] if j is not None else None,
-                                                 mask_t[j[idx]] if j is not None else None, fill=fill).numpy()
+                                                 mask_t[j[idx]] if j is not None else None, fill=fill).cpu().numpy()
     return Audit(n=n, classes=tuple(data.classes), variants=variants, bg_gap=bg_gap, method=method,
                  layer=used_layer, background_mass=mass, background_mass_per_class=mass_pc, gradient_mass=gmass,
                  gradient_mass_per_class=gmass_pc, channels=channels, colour=colour_check, biased=biased,
@@ -426,7 +427,8 @@ def _pooled(mass: np.ndarray, labels: np.ndarray, k: int) -> tuple[float, np.nda
 def _examples(labels: np.ndarray, k: int, count: int) -> list[int]:
     """One image per class in class order, then the next ones, ``count`` in all."""
     first = [int(np.flatnonzero(labels == c)[0]) for c in range(k) if (labels == c).any()]
-    rest = [i for i in range(len(labels)) if i not in set(first)]
+    taken = set(first)
+    rest = [i for i in range(min(len(labels), count + k)) if i not in taken]
     return (first + rest)[:max(int(count), 0)]
 
 
