@@ -30,6 +30,8 @@ _LAZY = {
     "receptive_field": "convlens.inspect.receptive",
     "load_dataset": "convlens.data",
     "ConvlensError": "convlens.errors",
+    "audit": "convlens.diagnose.audit",
+    "Audit": "convlens.diagnose.audit",
 }
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
     "channel_stats", "cka", "faithfulness", "layers", "load_dataset", "load_model", "load_run",
     "receptive_field", "topk_examples", "train",
 ]
+__all__ += ["Audit", "audit"]
 
 
 _lazy_getattr, __dir__ = lazy(__name__, _LAZY, __all__, globals())
@@ -55,6 +58,7 @@ if TYPE_CHECKING:  # pragma: no cover
     __version__: str
     from convlens.compare import cka
     from convlens.data import load_dataset
+    from convlens.diagnose.audit import Audit, audit
     from convlens.errors import ConvlensError
     from convlens.explain import cam, faithfulness
     from convlens.inspect import capture, channel_stats, layers, topk_examples

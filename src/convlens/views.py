@@ -1100,3 +1100,118 @@ def explanation(model: Source, chosen: ChosenInput, *, method: str = "gradcam",
 
     m = _model(model)
     return cam(m, _on_model_device(m, chosen.x), method=method, layer=layer, target=target)
+
+
+# --- audit: does the model look at the object or at the background (issue #12) ------------------
+
+if TYPE_CHECKING:
+    from convlens.diagnose.audit import Audit
+
+#: The figures of :func:`audit_view`, by file stem.
+AUDIT_FIGURES = ("audit-variants", "audit-background-mass", "audit-channels")
+
+
+@dataclass
+class AuditView:
+    """What :func:`audit_view` computed (``audit``), its figures by file stem, and the data it read."""
+
+    audit: Audit
+    figures: dict[str, Explained]
+    data: ImageDataset
+
+    def to_dict(self) -> dict[str, object]:
+        """The audit and the figures' captions (what ``convlens audit`` writes to ``audit.json``)."""
+        return {**self.audit.to_dict(), "split": self.data.split, "dataset": self.data.name, "source": self.data.source,
+                "figures": {stem: {"caption": f.caption, "alt": f.alt} for stem, f in self.figures.items()}}
+
+
+def _made_data_dir(handle: ModelHandle, data_dir: str | os.PathLike[str] | None) -> str | os.PathLike[str] | None:
+    """The data directory of a run trained on a ``convlens make-dataset`` directory: ``data_dir``
+    if it holds that dataset, else the directory the run recorded (so ``convlens audit RUN``
+    finds it without ``--data-dir``)."""
+    from convlens.data.manifest import data_folder, read_manifest
+    from convlens.data.sources import SOURCES
+
+    name = handle.data.name
+    if name in SOURCES:
+        return data_dir
+    given = data_folder(data_dir)
+    if given is not None and given.is_dir() and (read_manifest(given) or {}).get("name") == name:
+        return data_dir
+    if handle.data.source and "://" not in handle.data.source:
+        recorded = Path(handle.data.source).parent
+        if recorded.is_dir() and (read_manifest(recorded) or {}).get("name") == name:
+            return recorded
+    return data_dir
+
+
+def _dataset_masks(ds: ImageDataset, split: str) -> Path | None:
+    """The foreground masks a made dataset directory holds for ``split`` (None if none)."""
+    from convlens.data.manifest import read_manifest
+
+    if "://" in ds.source or not ds.source:
+        return None
+    folder = Path(ds.source).parent
+    manifest = read_manifest(folder) if folder.is_dir() else None
+    if manifest is None or manifest.get("name") != ds.name:
+        return None
+    name = manifest.get("masks", {}).get(f"{split}-foreground")
+    return folder / name if name else None
+
+
+def audit_view(
+    source: Run | ModelHandle,
+    *,
+    split: Split = "test",
+    masks: object = None,
+    data: ImageDataset | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    method: str = "gradcam",
+    layer: str | None = None,
+    seed: int = 0,
+    n: int | None = None,
+    palette: PaletteName = "default",
+) -> AuditView:
+    """Audit the model for background (and colour) reliance on ``split`` of its dataset, and
+    draw the variants, the background mass per class and the background-driven channels.
+
+    Masks: ``masks`` if given (array or ``.npy`` path); else the foreground masks of a
+    ``convlens make-dataset`` directory (``{split}-foreground.npy``); else derived
+    (:func:`convlens.data.masks.foreground_masks`). ``n`` audits a seeded random sample of
+    ``n`` images of the split (with their masks) instead of all of them.
+    """
+    from convlens.diagnose.audit import CHANNEL_SHARE, audit, load_masks
+    from convlens.viz.audit import (
+        audit_variants_figure,
+        background_channels_figure,
+        background_mass_figure,
+    )
+
+    handle = _handle(source)
+    ds = dataset_for(handle, split, data=data, data_dir=_made_data_dir(handle, data_dir) if data is None else None)
+    if masks is None and data is None:
+        masks = _dataset_masks(ds, split)
+    if n is not None and n < len(ds):
+        keep = np.sort(np.random.default_rng(seed).choice(len(ds), size=max(int(n), 0), replace=False))
+        masks = None if masks is None else load_masks(masks, ds)[keep]
+        ds = ds.subset(keep)
+    result = audit(handle.model, ds, masks=masks, method=method, layer=layer, seed=seed)
+    names = list(result.example_images)
+    labels = [f"#{i}: {ds.classes[int(ds.labels[i])]}" for i in result.examples]
+    figures: dict[str, Explained] = {}
+    if result.examples:
+        figures["audit-variants"] = audit_variants_figure(
+            result.example_images, {v: result.variants[v] for v in names}, chance=result.chance, labels=labels,
+            n_images=result.n, bg_gap=result.bg_gap, palette=palette)
+    from convlens.explain import get_method
+
+    title = get_method(method).title
+    figures["audit-background-mass"] = background_mass_figure(
+        result.background_mass_per_class, result.gradient_mass_per_class, ds.classes,
+        cam_overall=result.background_mass, gradient_overall=result.gradient_mass,
+        area=1.0 - result.foreground_fraction, method=title, palette=palette)
+    if result.channels:
+        figures["audit-channels"] = background_channels_figure(
+            [c.layer for c in result.channels], [c.shares for c in result.channels], [c.area for c in result.channels],
+            [c.driven for c in result.channels], limit=CHANNEL_SHARE, palette=palette)
+    return AuditView(result, figures, ds)

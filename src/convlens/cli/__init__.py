@@ -12,6 +12,7 @@ import sys
 
 import click
 
+from convlens.cli import audit as _audit  # noqa: F401
 from convlens.cli import compare as _compare  # noqa: F401
 from convlens.cli import conv as _conv  # noqa: F401
 from convlens.cli import core as _core  # noqa: F401  (each module attaches its commands)

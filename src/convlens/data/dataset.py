@@ -281,7 +281,9 @@ def load_dataset(
 
     Files come from ``data_dir`` (no download), else ``CONVLENS_DATA_DIR``, else the
     download cache (see :mod:`convlens.data.sources`). Images become uint8
-    ``(N, 1, H, W)``, labels int64. If the source has no published normalisation
+    ``(N, 1, H, W)`` (colour IDX files, 4-D, ``(N, C, H, W)``), labels int64. A directory
+    written by ``convlens make-dataset`` is read as the dataset its manifest names
+    (:mod:`convlens.data.manifest`). If the source has no published normalisation
     constants they are computed from its training images.
 
     With ``check`` (the default) the files must not clearly be another registered
@@ -293,7 +295,9 @@ def load_dataset(
             class list, or the files are another dataset's. IDXError / DownloadError
             (both DataErrors) for corrupt files and failed downloads.
     """
-    src = get_source(name)
+    from convlens.data.manifest import manifest_source
+
+    src = manifest_source(name, data_dir) or get_source(name)  # a `make-dataset` directory names its data
     if split not in SPLITS:
         raise DataError(unknown_name("split", split, SPLITS))
     loc = locate(src, data_dir, base_url=base_url)
@@ -312,9 +316,10 @@ def load_dataset(
         mean, std = src.mean, src.std
     else:
         m, s = _stats(images) if split == "train" else pixel_stats(loc.paths["train_images"])
-        mean, std = (m,), (s,)
+        c = 1 if images.ndim == 3 else images.shape[1]
+        mean, std = (m,) * c, (s,) * c
     return ImageDataset(
-        images=torch.from_numpy(images).unsqueeze(1),  # (N, H, W) -> (N, 1, H, W)
+        images=torch.from_numpy(images).unsqueeze(1) if images.ndim == 3 else torch.from_numpy(images),  # N×C×H×W
         labels=torch.from_numpy(labels.astype(np.int64)),
         classes=src.classes,
         name=src.name,

@@ -156,18 +156,26 @@ def write_idx(path: str | os.PathLike[str], array: ArrayLike, *, compress: bool 
 def read_idx_pair(
     images_path: str | os.PathLike[str], labels_path: str | os.PathLike[str]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Read matching image (N×H×W uint8) and label (N uint8) IDX files.
+    """Read matching image (N×H×W uint8, or colour N×C×H×W) and label (N uint8) IDX files.
+
+    Colour images are 4-D: ``N×C×H×W`` with 1 or 3 channels (what ``convlens make-dataset``
+    writes), or channels last, ``N×H×W×C``, which is turned into ``N×C×H×W``.
 
     Raises:
         IDXError: either file is corrupt, has the wrong type or number of
             dimensions, or the counts differ (the message names both files).
     """
     images, labels = read_idx(images_path), read_idx(labels_path)
-    if images.ndim != 3 or images.dtype != np.uint8:
+    if images.ndim not in (3, 4) or images.dtype != np.uint8:
         raise IDXError(
-            f"IDX file {images_path} should hold images (3-D ubyte, N×H×W) but holds "
+            f"IDX file {images_path} should hold images (3-D ubyte N×H×W, or 4-D N×C×H×W) but holds "
             f"{images.ndim}-D {images.dtype} of shape {images.shape}; is it a labels file?"
         )
+    if images.ndim == 4 and images.shape[1] not in (1, 3):
+        if images.shape[3] not in (1, 3):
+            raise IDXError(f"IDX file {images_path} holds 4-D images of shape {images.shape}: neither N×C×H×W nor "
+                           "N×H×W×C with 1 or 3 channels")
+        images = np.ascontiguousarray(images.transpose(0, 3, 1, 2))  # channels last -> N×C×H×W
     if labels.ndim != 1 or labels.dtype != np.uint8:
         raise IDXError(
             f"IDX file {labels_path} should hold labels (1-D ubyte) but holds "
