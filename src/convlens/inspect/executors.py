@@ -328,13 +328,25 @@ class RayEngine:
         return ray
 
     def _actors(self, ray: Any, wanted: int, gpus: int) -> list[Any]:
-        if self._pool is not None and self._pool[0] == str(gpus) and len(self._pool[1]) >= wanted:
-            return self._pool[1][:wanted]
-        self.close()
-        cls = ray.remote(_Worker).options(num_cpus=self.num_cpus, num_gpus=gpus, max_restarts=self.max_retries,
-                                          max_task_retries=self.max_retries)
-        self._pool = (str(gpus), [cls.remote() for _ in range(wanted)])
-        return self._pool[1]
+        if self._pool is not None and self._pool[0] != str(gpus):
+            self.close()
+        actors = self._pool[1] if self._pool is not None else []
+        if len(actors) < wanted:
+            free = float(ray.available_resources().get("CPU", 0.0))
+            if free < self.num_cpus * (wanted - len(actors)):
+                import warnings
+
+                from convlens.errors import ConvlensNote
+
+                warnings.warn(ConvlensNote(
+                    f"the Ray cluster has {free:g} free CPUs for {wanted - len(actors)} new workers of "
+                    f"{self.num_cpus:g} CPU each (other actors hold the rest); the pass waits until they are free"),
+                    stacklevel=3)
+            cls = ray.remote(_Worker).options(num_cpus=self.num_cpus, num_gpus=gpus, max_restarts=self.max_retries,
+                                              max_task_retries=self.max_retries)
+            actors = actors + [cls.remote() for _ in range(wanted - len(actors))]
+            self._pool = (str(gpus), actors)
+        return actors[:wanted]
 
     def run(self, pass_: DatasetPass[P, R], model: Any, data: Any) -> R:
         """Run ``pass_`` over ``data`` on the cluster and return its report."""
