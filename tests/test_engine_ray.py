@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -189,9 +190,13 @@ def test_refusals(engine: RayEngine, model: nn.Module, data: Any, tmp_path: Path
     assert not (tmp_path / "dump").exists()
 
 
-def test_cli_engine_ray_prints_what_the_in_process_command_prints(engine: RayEngine, tmp_path: Path,
+def test_cli_engine_ray_prints_what_the_in_process_command_prints(ray_cluster: Any, engine: RayEngine,
+                                                                  tmp_path: Path,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     engine.close()  # its actors hold both CPUs of the test cluster; the command starts its own
+    deadline = time.monotonic() + 60  # killing is asynchronous: wait for the CPUs, or Ray's
+    while ray_cluster.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:  # scheduler
+        time.sleep(0.1)  # prints "cannot be scheduled right now" warnings into the output compared
     run = untrained_run(tmp_path / "run", mnist_path())
     args = ["stats", str(run), "--layer", "conv1", "--split", "test", "--data-dir", str(mnist_path())]
     with one_thread():

@@ -119,7 +119,7 @@ def partitions(n: int, parts: int, align: int = 1) -> list[tuple[int, int]]:
     allows.
 
     >>> partitions(10, 3, align=2)
-    [(0, 4), (4, 8), (8, 10)]
+    [(0, 2), (2, 6), (6, 10)]
     """
     parts, align = positive_int("partitions", parts), positive_int("batch_size", align)
     blocks = -(-n // align)
