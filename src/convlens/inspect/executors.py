@@ -400,6 +400,10 @@ def _result(ray: Any, ref: Any, pid: int, total: int) -> tuple[int, Any]:
             raise exc.cause from None
         raise
     except ray.exceptions.RayActorError as exc:
+        if "No module named 'convlens" in str(exc):
+            raise EngineError("the Ray cluster's workers cannot import convlens: install it on every node "
+                              "(pip install 'convlens[ray]', the same version as here) and start the pass again"
+                              ) from None
         raise EngineError(f"a Ray worker died on partition {pid} of {total} more times than it may be retried "
                           f"({str(exc).splitlines()[0][:120]}); see the cluster's logs, or give it more memory") from None
 
