@@ -7,6 +7,7 @@ lexicographic sort over all (score, id) pairs (top-k), and the in-process pass i
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import numpy as np
@@ -120,7 +121,7 @@ def test_a_pass_in_partials_merged_in_any_order_is_the_in_process_pass(cut_block
     x = torch.randn(40, 1, 7, 7, generator=torch.Generator().manual_seed(seed))
     x[5] = x[9]  # a tie: the same input twice
     cuts = [0, *sorted(4 * c for c in cut_blocks), 40]
-    spans = list(zip(cuts, cuts[1:], strict=False))
+    spans = list(itertools.pairwise(cuts))
     random.Random(seed).shuffle(spans)
     for pass_ in (StatsPass(["1", "3"], batch_size=4), TopKPass(["3"], 3, None, True, None, 2**20, batch_size=4)):
         whole = pass_.finish(pass_.partial(model, x, None, False), model)
