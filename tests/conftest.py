@@ -4,7 +4,9 @@ through CONVLENS_DATA_DIR (CI sets it; here it defaults to ../shared/data/mnist-
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,3 +26,15 @@ def mnist_dir() -> Path:
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Never touch the user's real cache from a test."""
     monkeypatch.setenv("CONVLENS_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[Any]:
+    """One local Ray cluster with 2 CPUs for the whole test session, shut down at its end
+    (the Ray engine's tests; skipped where the ``ray`` extra is not installed)."""
+    ray = pytest.importorskip("ray")
+    import logging
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    yield ray
+    ray.shutdown()

@@ -400,6 +400,8 @@ def faithfulness(
     data_dir: str | os.PathLike[str] | None = None,
     data: ImageDataset | None = None,
     palette: PaletteName = "default",
+    engine: str = "inprocess",
+    address: str | None = None,
 ) -> FaithfulnessView:
     """Score ``methods`` on ``n`` images of ``split`` of the model's dataset
     (:func:`convlens.explain.faithfulness`) and draw the mean deletion and insertion curves."""
@@ -409,8 +411,9 @@ def faithfulness(
     handle = _handle(source)
     ds = dataset_for(handle, split, data=data, data_dir=data_dir)
     names: str | list[str] = methods if isinstance(methods, str) else list(methods)
-    report = score(handle.model, ds, names, n=n, layer=layer, target=target, steps=steps,
-                   sanity_images=sanity_images, seed=seed, batch_size=batch_size, progress=None)
+    report = score(handle, ds, names, n=n, layer=layer, target=target, steps=steps,
+                   sanity_images=sanity_images, seed=seed, batch_size=batch_size, progress=None,
+                   engine=engine, address=address)
     fig = faithfulness_figure(report.curves(), n_images=report.n_images, palette=palette)
     return FaithfulnessView(report, split, handle.data.name, fig)
 
@@ -437,6 +440,8 @@ def topk(
     data_dir: str | os.PathLike[str] | None = None,
     palette: PaletteName = "default",
     progress: bool | None = None,
+    engine: str = "inprocess",
+    address: str | None = None,
 ) -> TopKView:
     """The ``k`` inputs of ``split`` that excite each channel of ``layer`` most
     (:func:`convlens.inspect.topk_examples`), and a gallery of the first ``shown`` of
@@ -457,7 +462,8 @@ def topk(
     check_gallery(len(show) if show else shown, k)
     handle = _handle(source)
     ds = dataset_for(handle, split, data=data, data_dir=data_dir)
-    report = topk_examples(handle.model, ds, layer, k=k, channels=channels, batch_size=batch_size, progress=progress)
+    report = topk_examples(handle, ds, layer, k=k, channels=channels, batch_size=batch_size, progress=progress,
+                           engine=engine, address=address)
     figures: dict[str, Explained] = {}
     rows = sum(len(show or r.channels[:shown]) for r in report.layers.values())
     with progress_bar("drawing the top-k gallery", rows, enabled=progress) as bar:

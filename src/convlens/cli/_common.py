@@ -39,6 +39,25 @@ def device_option(f: F) -> F:
     )(f)
 
 
+def engine_options(f: F) -> F:
+    """``--engine inprocess|ray`` and ``--address ADDR``: where a dataset pass runs (see
+    :mod:`convlens.inspect.executors`); the command receives ``engine`` and ``address``."""
+
+    @functools.wraps(f)
+    def command(*args: Any, **kwargs: Any) -> Any:
+        if kwargs["address"] is not None and kwargs["engine"] != "ray":
+            raise click.UsageError("--address goes with --engine ray (the Ray cluster to run the pass on)")
+        return f(*args, **kwargs)
+
+    g = click.option("--address", default=None, metavar="ADDR",
+                     help="With --engine ray: the Ray cluster, as `ray start --head` printed it, or auto "
+                          "[default: RAY_ADDRESS, else a new local cluster].")(command)
+    return cast(F, click.option("--engine", type=click.Choice(["inprocess", "ray"]), default="inprocess",
+                                show_default=True,
+                                help="Where the pass over the data runs: here, or on a Ray cluster "
+                                     "(pip install 'convlens[ray]'); the numbers are the same.")(g))
+
+
 def palette_option(f: F) -> F:
     return click.option(
         "--palette",

@@ -14,6 +14,7 @@ from convlens.cli._common import (
     console,
     data_dir_option,
     device_option,
+    engine_options,
     figures_dest,
     input_options,
     method_option,
@@ -106,10 +107,12 @@ def cam(run: Path | None, spec: str | None, weights: Path | None, dataset: str, 
 @data_dir_option
 @device_option
 @out_option()
+@engine_options
 def faithfulness(run: Path | None, spec: str | None, weights: Path | None, dataset: str, input_shape: str | None,
                  methods: str, n: int, layer: tuple[str, ...], target: str, steps: int, sanity_images: int,
                  split: Literal["test", "train"], seed: int, batch_size: int, palette: PaletteName,
-                 data_dir: Path | None, device: str, out: Path | None, force: bool) -> None:
+                 data_dir: Path | None, device: str, out: Path | None, force: bool, engine: str = "inprocess",
+                 address: str | None = None) -> None:
     """How faithful are the heatmaps of RUN (or --model)? Deletion/insertion AUC, Average Drop,
     Increase in Confidence and the model-randomisation check, as a table and curves."""
     import json
@@ -127,7 +130,7 @@ def faithfulness(run: Path | None, spec: str | None, weights: Path | None, datas
     dest = figures_dest(h, out, [stem], force, extra=("scores.json",))  # before the work, not after
     view = views.faithfulness(h, _methods(methods), n=n, layer=_layers(layer), target=target, steps=steps,
                               sanity_images=sanity_images, split=split, seed=seed, batch_size=batch_size,
-                              data_dir=data_dir, palette=palette)
+                              data_dir=data_dir, palette=palette, engine=engine, address=address)
     report = view.report
     table = Table(title=f"Faithfulness on {report.n_images} {split} images of {view.dataset}")
     for col in ("method", "deletion AUC ↓", "insertion AUC ↑", "Avg Drop % ↓", "Inc Conf % ↑", "random ρ ↓"):

@@ -12,6 +12,7 @@ from convlens.cli._common import (
     console,
     data_dir_option,
     device_option,
+    engine_options,
     figures_dest,
     model_source,
     open_source,
@@ -46,10 +47,11 @@ _batch = click.option("--batch-size", type=click.IntRange(min=1), default=256, s
 @data_dir_option
 @device_option
 @out_option()
+@engine_options
 def stats(run: Path | None, spec: str | None, weights: Path | None, dataset: str, input_shape: str | None,
           layer_names: tuple[str, ...], split: Literal["test", "train"], batch_size: int, threshold: float,
           rare_below: float, dump: Path | None, palette: PaletteName, data_dir: Path | None, device: str,
-          out: Path | None, force: bool) -> None:
+          out: Path | None, force: bool, engine: str = "inprocess", address: str | None = None) -> None:
     """Per-channel statistics of layers of RUN (or --model) over a dataset; dead filters flagged.
 
     With --dump the activations go to a directory too; an earlier dump there is replaced
@@ -64,8 +66,9 @@ def stats(run: Path | None, spec: str | None, weights: Path | None, dataset: str
     gray = "gray" if palette == "gray" else None
     dest = figures_dest(h, out, [figure_stem("stats", n, split, gray) for n in names], force)
     ds = views.dataset_for(h, split, data_dir=data_dir)
-    report = channel_stats(h.model, ds, names, batch_size=batch_size, threshold=threshold,
-                           rare_below=rare_below, dump_to=dump, progress=None, dump_overwrite=force)
+    report = channel_stats(h, ds, names, batch_size=batch_size, threshold=threshold,
+                           rare_below=rare_below, dump_to=dump, progress=None, dump_overwrite=force,
+                           engine=engine, address=address)
     con = console()
     for key, layer_stats in report.items():
         con.print(layer_stats)
@@ -88,9 +91,11 @@ def stats(run: Path | None, spec: str | None, weights: Path | None, dataset: str
 @data_dir_option
 @device_option
 @out_option()
+@engine_options
 def topk(run: Path | None, spec: str | None, weights: Path | None, dataset: str, input_shape: str | None,
          layer: str, k: int, channels: str | None, split: Literal["test", "train"], batch_size: int,
-         palette: PaletteName, data_dir: Path | None, device: str, out: Path | None, force: bool) -> None:
+         palette: PaletteName, data_dir: Path | None, device: str, out: Path | None, force: bool,
+         engine: str = "inprocess", address: str | None = None) -> None:
     """The k inputs that excite each channel of --layer most, with their receptive-field crops."""
     from rich.table import Table
 
@@ -106,7 +111,7 @@ def topk(run: Path | None, spec: str | None, weights: Path | None, dataset: str,
 
     dest = figures_dest(h, out, [stem(layer)], force)
     view = views.topk(h, layer, k=k, channels=chosen, split=split, batch_size=batch_size, data_dir=data_dir,
-                      palette=palette)
+                      palette=palette, engine=engine, address=address)
     ds, con = view.data, console()
     for key, result in view.report.items():
         table = Table(title=f"{key}: top {result.k} of {result.n_inputs:,} {split} inputs per channel "

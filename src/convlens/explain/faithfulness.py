@@ -42,6 +42,7 @@ from convlens.errors import ConfigError, positive_int
 from convlens.explain.base import baseline_like, normalise
 from convlens.explain.engine import forward_batches, prepare
 from convlens.inspect._state import eval_mode
+from convlens.inspect.executors import RayEngine, check_engine, data_length, run_pass
 
 if TYPE_CHECKING:
     import numpy as np
@@ -454,6 +455,90 @@ def _images(data: ImageDataset | Tensor, n: int | None, seed: int) -> tuple[Tens
     )
 
 
+def _take(data: ImageDataset | Tensor, idx: Tensor) -> ImageDataset | Tensor:
+    """The images at ``idx`` of ``data`` (an ImageDataset's subset, or rows of a tensor)."""
+    if isinstance(data, Tensor):
+        return data[idx]
+    return data.subset(idx)
+
+
+CurveSet = tuple[Tensor, Tensor, Tensor, Tensor]  # per image: deletion, insertion curves, drop, increase
+
+
+@dataclass
+class _Scored:
+    parts: list[tuple[int, dict[str, CurveSet]]]  # (first position in the sample, per method)
+
+
+@dataclass
+class FaithfulnessPass:
+    """The per-image part of :func:`faithfulness` as a
+    :class:`~convlens.inspect.executors.DatasetPass`: its items are the positions of the
+    images scored; ``finish`` gives, per method, their curves and scores in sample order.
+
+    In-process the data handed to it are the normalised images themselves (``sample`` is
+    None); on Ray, ``sample`` holds their indices in the data set and each worker reads
+    its own."""
+
+    names: list[str]
+    layer: str | Sequence[str] | None
+    target: Target
+    options: dict[str, object]
+    steps: int
+    baseline: float | Tensor
+    batch_size: int
+    sample: Tensor | None = None
+    description: str = "Faithfulness"
+
+    def items(self, data: ImageDataset | Tensor) -> int:
+        return len(self.sample) if self.sample is not None else int(_count(data))
+
+    def partial(self, model: nn.Module, data: ImageDataset | Tensor, span: tuple[int, int] | None,
+                progress: bool | None) -> _Scored:
+        from convlens.explain.api import explain
+
+        lo, hi = span if span is not None else (0, self.items(data))
+        if self.sample is None:  # in-process the data are the images
+            assert isinstance(data, Tensor)  # for mypy: faithfulness hands this pass the images
+            x_all = data if span is None else data[lo:hi]
+        else:
+            x_all = _images(_take(data, self.sample[lo:hi]), None, 0)[0]
+        out: dict[str, list[list[Tensor]]] = {k: [[], [], [], []] for k in self.names}
+        inner = max(1, 4 * self.batch_size)
+        for a, b in batches(chunks(x_all.shape[0], self.batch_size), self.description, progress):
+            x = x_all[a:b]
+            results = explain(model, x, self.names, layer=self.layer, target=self.target, **self.options)
+            for name, r in results.items():
+                if len(r) != len(x) or bool((r.target < 0).any()):
+                    raise ConfigError("faithfulness needs one class per image: use target 'pred' or a class index")
+                cls, lists = r.target, out[name]
+                lists[0].append(perturbation_curves(model, x, r.maps, cls, mode="deletion", steps=self.steps,
+                                                    baseline=self.baseline, batch_size=inner, progress=False))
+                lists[1].append(perturbation_curves(model, x, r.maps, cls, mode="insertion", steps=self.steps,
+                                                    batch_size=inner, progress=False))
+                d, i = average_drop_increase(model, x, r.maps, cls, baseline=self.baseline, batch_size=inner,
+                                             progress=False)
+                lists[2].append(d)
+                lists[3].append(i)
+        cat = {k: (torch.cat(v[0]), torch.cat(v[1]), torch.cat(v[2]), torch.cat(v[3])) for k, v in out.items()}
+        return _Scored([(lo, cat)])
+
+    def merge(self, a: _Scored, b: _Scored) -> _Scored:
+        return _Scored(a.parts + b.parts)
+
+    def finish(self, merged: _Scored, model: nn.Module) -> dict[str, CurveSet]:
+        parts = [p for _, p in sorted(merged.parts, key=lambda item: item[0])]  # sample order
+        if len(parts) == 1:
+            return parts[0]
+        return {k: (torch.cat([p[k][0] for p in parts]), torch.cat([p[k][1] for p in parts]),
+                    torch.cat([p[k][2] for p in parts]), torch.cat([p[k][3] for p in parts]))
+                for k in self.names}
+
+
+def _count(data: ImageDataset | Tensor) -> int:
+    return int(data.shape[0]) if isinstance(data, Tensor) else len(data)
+
+
 def _sample(total: int, n: int | None, seed: int) -> Tensor:
     if n is None or n >= total:
         return torch.arange(total)
@@ -475,6 +560,8 @@ def faithfulness(
     seed: int = 0,
     batch_size: int = 64,
     progress: bool | None = None,
+    engine: str | RayEngine = "inprocess",
+    address: str | None = None,
     **options: object,
 ) -> FaithfulnessReport:
     """Score explanation ``methods`` on ``n`` images of ``data`` (a seeded random sample).
@@ -486,11 +573,16 @@ def faithfulness(
     explained ``batch_size`` at a time (all methods share each batch's forward pass); the
     perturbed copies run ``4 * batch_size`` at a time.
 
+    ``engine="ray"`` scores the images on a Ray cluster (``address``; see
+    :mod:`convlens.inspect.executors`) in partitions of whole batches, each worker reading
+    its images from ``data`` (an ImageDataset or a tensor): the same per-image scores, so
+    the same report. The sanity check runs here, on the driver.
+
     >>> report = faithfulness(run, test_set, ["gradcam", "scorecam"], n=200)  # doctest: +SKIP
     >>> report.rows()[0]["deletion_auc"]                                       # doctest: +SKIP
     """
     check_steps(steps)  # before any work
-    from convlens.explain.api import explain, method_options
+    from convlens.explain.api import method_options
     from convlens.explain.registry import get_method
 
     m = getattr(model, "model", model)
@@ -502,42 +594,36 @@ def faithfulness(
 
         names = list(METHODS)
     classes = {name: get_method(name) for name in names}
-    x_all, _, black = _images(data, n, seed)
-    base: float | Tensor = baseline if baseline is not None else (black if black is not None else 0.0)
-    count = x_all.shape[0]
-    dele: dict[str, list[Tensor]] = {k: [] for k in names}
-    ins: dict[str, list[Tensor]] = {k: [] for k in names}
-    drop: dict[str, list[Tensor]] = {k: [] for k in names}
-    inc: dict[str, list[Tensor]] = {k: [] for k in names}
     titles = {k: c.title for k, c in classes.items()}
-    inner = max(1, 4 * batch_size)
-    for lo, hi in batches(chunks(count, batch_size), "Faithfulness", progress):
-        x = x_all[lo:hi]
-        results = explain(m, x, names, layer=layer, target=target, **options)
-        for name, r in results.items():
-            if len(r) != len(x) or bool((r.target < 0).any()):
-                raise ConfigError("faithfulness needs one class per image: use target 'pred' or a class index")
-            cls = r.target
-            dele[name].append(perturbation_curves(m, x, r.maps, cls, mode="deletion", steps=steps, baseline=base,
-                                                  batch_size=inner, progress=False))
-            ins[name].append(perturbation_curves(m, x, r.maps, cls, mode="insertion", steps=steps,
-                                                 batch_size=inner, progress=False))
-            d, i = average_drop_increase(m, x, r.maps, cls, baseline=base, batch_size=inner, progress=False)
-            drop[name].append(d)
-            inc[name].append(i)
+    check_engine(engine)
+    pass_ = FaithfulnessPass(names, layer, target, dict(options), steps, 0.0, batch_size)
+    if engine == "inprocess":
+        x_all, _, black = _images(data, n, seed)
+        pass_.baseline = baseline if baseline is not None else (black if black is not None else 0.0)
+        curves = run_pass(pass_, m, x_all, progress=progress)
+        count = x_all.shape[0]
+        x_sanity = x_all[:sanity_images]
+    else:  # the workers read the sample from the data themselves
+        total = data_length(data)
+        pass_.sample = _sample(total, n, seed)
+        x_sanity, _, black = _images(_take(data, pass_.sample[:max(sanity_images, 1)]), None, seed)
+        x_sanity = x_sanity[:sanity_images]
+        pass_.baseline = baseline if baseline is not None else (black if black is not None else 0.0)
+        curves = run_pass(pass_, model, data, engine=engine, address=address)
+        count = len(pass_.sample)
     scores: dict[str, MethodScores] = {}
     for name in names:
-        dc, ic = torch.cat(dele[name]), torch.cat(ins[name])
+        dc, ic, drops, incs = curves[name]
         sanity = None
         if sanity_images:
             mine: dict[str, Any] = {k: v for k, v in options.items() if k in method_options(classes[name])}
-            sanity = sanity_check(m, x_all[:sanity_images], name, layer=layer if classes[name].needs_layer else None,
+            sanity = sanity_check(m, x_sanity, name, layer=layer if classes[name].needs_layer else None,
                                   target=target, **mine)
         scores[name] = MethodScores(
             method=name, title=titles[name],
             deletion_auc=float(auc(dc).mean()), insertion_auc=float(auc(ic).mean()),
-            average_drop=100 * float(torch.cat(drop[name]).mean()),
-            increase_in_confidence=100 * float(torch.cat(inc[name]).double().mean()),
+            average_drop=100 * float(drops.mean()),
+            increase_in_confidence=100 * float(incs.double().mean()),
             deletion=dc.mean(0).cpu(), insertion=ic.mean(0).cpu(), sanity=sanity,
         )
     return FaithfulnessReport(scores, count, steps, torch.linspace(0, 1, steps + 1))

@@ -30,14 +30,25 @@ import torch
 from torch import Tensor, nn
 
 from convlens._tables import ByLayer
-from convlens.errors import ConfigError
+from convlens.errors import ConfigError, positive_int
+from convlens.inspect.accumulate import Moments
+from convlens.inspect.capture import resolve_layers
+from convlens.inspect.executors import (
+    HasModel,
+    RayEngine,
+    check_engine,
+    data_length,
+    run_pass,
+    slice_data,
+    unwrap,
+)
 from convlens.inspect.passes import Data, Reducer, stream
 
 if TYPE_CHECKING:
     from rich.console import Group
     from rich.table import Table
 
-__all__ = ["LayerStats", "StatsReport", "channel_stats"]
+__all__ = ["LayerStats", "StatsPass", "StatsReport", "channel_stats"]
 
 
 @dataclass
@@ -156,42 +167,36 @@ class StatsReport(ByLayer[LayerStats]):
 
 
 class _Accumulator:
-    """Chan's parallel mean/variance in float64, plus min, max and firing counts."""
+    """One layer's running statistics: float64 moments (:class:`Moments`) and exact
+    counts of values and inputs at or below the threshold; mergeable."""
 
     def __init__(self, channels: int, threshold: float, device: torch.device) -> None:
-        f64 = torch.float64
         self.threshold = threshold
-        self.n = 0  # values per channel so far
         self.inputs = 0
-        self.mean = torch.zeros(channels, dtype=f64, device=device)
-        self.m2 = torch.zeros(channels, dtype=f64, device=device)
-        self.min = torch.full((channels,), float("inf"), dtype=f64, device=device)
-        self.max = torch.full((channels,), float("-inf"), dtype=f64, device=device)
+        self.moments = Moments.empty(channels, device)
         self.zeros = torch.zeros(channels, dtype=torch.int64, device=device)
         self.silent = torch.zeros(channels, dtype=torch.int64, device=device)
 
     def update(self, value: Tensor) -> None:
         b, c = value.shape[0], value.shape[1]
         v = value.detach().reshape(b, c, -1)  # (B, C, P): P positions per input
-        p = v.shape[2]
         # reduce along the contiguous last axis first, then over the batch: far faster
         # on CPU than one reduction over (0, 2)
         per_input_max = v.amax(dim=2)  # (B, C)
         self.zeros += (v <= self.threshold).sum(dim=2).sum(dim=0)
         self.silent += (per_input_max <= self.threshold).sum(dim=0)
-        self.max = torch.maximum(self.max, per_input_max.amax(dim=0).double())
-        self.min = torch.minimum(self.min, v.amin(dim=2).amin(dim=0).double())
         # per (input, channel) row: float64 mean and variance, then Chan's merge over rows
-        var_r, mean_r = torch.var_mean(v.to(torch.float64), dim=2, correction=0)  # (B, C)
-        mean_b = mean_r.mean(dim=0)  # (C,)
-        m2_b = (var_r.sum(dim=0) + ((mean_r - mean_b) ** 2).sum(dim=0)) * p
-        nb = b * p
-        n = self.n + nb
-        delta = mean_b - self.mean
-        self.mean = self.mean + delta * (nb / n)
-        self.m2 = self.m2 + m2_b + delta**2 * (self.n * nb / n)
-        self.n = n
+        self.moments = self.moments.merge(Moments.of_rows(v, per_input_max))
         self.inputs += b
+
+    def merge(self, other: _Accumulator) -> _Accumulator:
+        out = _Accumulator.__new__(_Accumulator)
+        out.threshold = self.threshold
+        out.inputs = self.inputs + other.inputs
+        out.moments = self.moments.merge(other.moments)
+        out.zeros = self.zeros + other.zeros
+        out.silent = self.silent + other.silent
+        return out
 
 
 class _StatsReducer:
@@ -208,8 +213,62 @@ class _StatsReducer:
         acc.update(value)
 
 
+@dataclass
+class _StatsPartial:
+    n: int
+    shapes: dict[str, tuple[int, ...]]
+    acc: dict[str, _Accumulator]
+
+
+@dataclass
+class StatsPass:
+    """:func:`channel_stats` as a :class:`~convlens.inspect.executors.DatasetPass`."""
+
+    layers: list[str]
+    threshold: float = 0.0
+    dead_at: float = 0.0
+    rare_below: float = 0.01
+    batch_size: int = 256
+    description: str = "statistics"
+    extra: list[Reducer] = field(default_factory=list, repr=False)  # in-process only (a dump writer)
+
+    def items(self, data: Data) -> int:
+        return data_length(data)
+
+    def partial(self, model: nn.Module, data: Data, span: tuple[int, int] | None,
+                progress: bool | None) -> _StatsPartial:
+        part = data if span is None else slice_data(data, *span)
+        reducer = _StatsReducer(self.threshold)
+        n, shapes = stream(model, part, self.layers, [reducer, *self.extra], batch_size=self.batch_size,
+                           progress=progress, description=self.description)
+        return _StatsPartial(n, shapes, reducer.acc)
+
+    def merge(self, a: _StatsPartial, b: _StatsPartial) -> _StatsPartial:
+        return _StatsPartial(a.n + b.n, {**a.shapes, **b.shapes}, {k: a.acc[k].merge(b.acc[k]) for k in a.acc})
+
+    def finish(self, merged: _StatsPartial, model: nn.Module) -> StatsReport:
+        out: dict[str, LayerStats] = {}
+        for key, acc in merged.acc.items():
+            m = acc.moments
+            out[key] = LayerStats(
+                layer=key,
+                shape=merged.shapes[key],
+                n_inputs=acc.inputs,
+                mean=m.mean,
+                std=m.std,
+                min=m.min,
+                max=m.max,
+                zero_fraction=acc.zeros.double() / m.n,
+                silent_fraction=acc.silent.double() / acc.inputs,
+                threshold=self.threshold,
+                dead_at=self.dead_at,
+                rare_below=self.rare_below,
+            )
+        return StatsReport(out, merged.n)
+
+
 def channel_stats(
-    model: nn.Module,
+    model: nn.Module | HasModel,
     data: Data,
     layers: str | Sequence[str],
     *,
@@ -221,6 +280,8 @@ def channel_stats(
     dump_dtype: torch.dtype = torch.float32,
     progress: bool | None = None,
     dump_overwrite: bool = False,
+    engine: str | RayEngine = "inprocess",
+    address: str | None = None,
 ) -> StatsReport:
     """Per-channel statistics of ``layers`` over ``data``, in one streaming pass.
 
@@ -229,42 +290,32 @@ def channel_stats(
     that directory as safetensors shards (see :func:`convlens.inspect.dump.read_activations`);
     an earlier dump there is replaced only with ``dump_overwrite``.
     The model runs in eval mode without gradients and is left as it was.
+
+    ``model`` is an ``nn.Module``, a run or a model handle. ``engine="ray"`` runs the pass
+    on a Ray cluster (``address``; see :mod:`convlens.inspect.executors`): same numbers,
+    the data split into partitions of whole batches (a dataset or a tensor, not an iterable).
     """
     for name, v in (("threshold", threshold), ("dead_at", dead_at), ("rare_below", rare_below)):
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise ConfigError(f"{name} must be a number, got {v!r}")
     if not 0.0 <= dead_at < 1.0 or not 0.0 <= rare_below <= 1.0:
         raise ConfigError(f"dead_at must be in [0, 1) and rare_below in [0, 1], got {dead_at} and {rare_below}")
-    reducer = _StatsReducer(float(threshold))
-    reducers: list[Reducer] = [reducer]
+    check_engine(engine, ["dump_to"] if dump_to is not None else [])
+    names = list(resolve_layers(unwrap(model), layers))
+    pass_ = StatsPass(names, float(threshold), float(dead_at), float(rare_below), positive_int("batch_size", batch_size))
     writer = None
     if dump_to is not None:
         from convlens.inspect.dump import ActivationWriter
 
         writer = ActivationWriter(dump_to, dtype=dump_dtype, overwrite=dump_overwrite)
-        reducers.append(writer)
+        pass_.extra.append(writer)
     try:
-        n, shapes = stream(model, data, layers, reducers, batch_size=batch_size, progress=progress, description="statistics")
+        report = run_pass(pass_, model, data, engine=engine, address=address, progress=progress)
     except BaseException:
         if writer is not None:
             writer.abort()
         raise
     if writer is not None:
-        writer.close(n, shapes)
-    out: dict[str, LayerStats] = {}
-    for key, acc in reducer.acc.items():
-        out[key] = LayerStats(
-            layer=key,
-            shape=shapes[key],
-            n_inputs=acc.inputs,
-            mean=acc.mean,
-            std=(acc.m2 / acc.n).sqrt(),
-            min=acc.min,
-            max=acc.max,
-            zero_fraction=acc.zeros.double() / acc.n,
-            silent_fraction=acc.silent.double() / acc.inputs,
-            threshold=float(threshold),
-            dead_at=float(dead_at),
-            rare_below=float(rare_below),
-        )
-    return StatsReport(out, n, Path(dump_to) if dump_to is not None else None)
+        writer.close(report.n_inputs, {k: s.shape for k, s in report.items()})
+        report.dump_dir = Path(dump_to) if dump_to is not None else None
+    return report

@@ -17,6 +17,7 @@ are NaN.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -27,10 +28,20 @@ from torch import Tensor, nn
 
 from convlens._tables import ByLayer
 from convlens.errors import ConfigError, LayerError, positive_int, unknown_name
+from convlens.inspect.accumulate import TopKHeap, topk_order
 from convlens.inspect.capture import resolve_layers
+from convlens.inspect.executors import (
+    HasModel,
+    RayEngine,
+    check_engine,
+    data_length,
+    run_pass,
+    slice_data,
+    unwrap,
+)
 from convlens.inspect.passes import Data, stream
 
-__all__ = ["MAX_K", "FieldLike", "TopK", "TopKReport", "topk_examples"]
+__all__ = ["MAX_K", "FieldLike", "TopK", "TopKPass", "TopKReport", "topk_examples"]
 
 #: The most inputs per channel :func:`topk_examples` keeps (its cost, and a gallery's,
 #: grows with k; a few dozen already show what a channel likes).
@@ -167,9 +178,10 @@ class _Running:
         w = value.shape[3] if value.dim() == 4 else 1
         loc = torch.stack((where // w, where % w), dim=-1)  # (C', B, 2)
         values = torch.cat((self.values, peak), dim=1)
-        order = torch.sort(values, dim=1, descending=True, stable=True).indices[:, : self.k]
+        indices = torch.cat((self.indices, batch_idx), dim=1)
+        order = topk_order(values, indices, self.k)  # by (value, input): ties to the earlier input
         self.values = values.gather(1, order)
-        self.indices = torch.cat((self.indices, batch_idx), dim=1).gather(1, order)
+        self.indices = indices.gather(1, order)
         self.locations = torch.cat((self.locations, loc), dim=1).gather(1, order[..., None].expand(-1, -1, 2))
         if self.crops is not None:
             # kept crops move to their new ranks; entries from this batch get fresh crops
@@ -180,6 +192,20 @@ class _Running:
                 bi = order[ci, ri] - self.k  # position in the batch
                 crops[ci, ri] = self._crop(x, bi, self.locations[ci, ri])
             self.crops = crops
+
+    def merge(self, other: _Running) -> _Running:
+        """The running top-k of both parts' inputs (each input has one index in the data)."""
+        assert self.values is not None and other.values is not None  # for mypy: both saw a batch
+        payload = {"locations": self.locations}
+        theirs = {"locations": other.locations}
+        if self.crops is not None and other.crops is not None:
+            payload["crops"], theirs["crops"] = self.crops, other.crops
+        heap = TopKHeap(self.values, self.indices, payload).merge(TopKHeap(other.values, other.indices, theirs))
+        out = copy.copy(self)
+        out.values, out.indices = heap.values, heap.ids
+        out.locations = heap.payload["locations"]
+        out.crops = heap.payload.get("crops")
+        return out
 
     def _crop(self, x: Tensor, bi: Tensor, loc: Tensor) -> Tensor:
         pt, _, pl, _ = self.pad
@@ -216,8 +242,9 @@ class _Running:
 
 
 class _TopKReducer:
-    def __init__(self, make: Callable[[str, Tensor, bool], _Running]) -> None:
+    def __init__(self, make: Callable[[str, Tensor, bool], _Running], base: int = 0) -> None:
         self.make = make
+        self.base = base  # index in the whole data of this part's first input
         self.running: dict[str, _Running] = {}
 
     def update(self, key: str, value: Tensor, offset: int, x: Tensor) -> None:
@@ -226,7 +253,7 @@ class _TopKReducer:
             if value.dim() not in (2, 4):
                 raise ConfigError(f"layer {key!r} outputs shape {tuple(value.shape)}; top-k needs (N, C, H, W) or (N, C)")
             run = self.running[key] = self.make(key, x, value.dim() == 4)
-        run.update(value, offset, x)
+        run.update(value, self.base + offset, x)
 
 
 def check_k(k: object) -> int:
@@ -244,8 +271,71 @@ def _fields(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, FieldLi
     return {row.name: row for row in receptive_field(model, input_shape)}
 
 
+@dataclass
+class _TopKPartial:
+    n: int
+    running: dict[str, _Running]
+
+
+@dataclass
+class TopKPass:
+    """:func:`topk_examples` as a :class:`~convlens.inspect.executors.DatasetPass`."""
+
+    layers: list[str]
+    k: int
+    channels: list[int] | None
+    crops: bool
+    fields: Mapping[str, FieldLike] | None
+    budget: int
+    batch_size: int = 256
+    description: str = "top-k"
+
+    def items(self, data: Data) -> int:
+        return data_length(data)
+
+    def partial(self, model: nn.Module, data: Data, span: tuple[int, int] | None,
+                progress: bool | None) -> _TopKPartial:
+        part = data if span is None else slice_data(data, *span)
+        geos: dict[str, FieldLike] = dict(self.fields) if self.fields is not None else {}
+
+        def prepare(x: Tensor) -> None:
+            if self.fields is None:  # before the hooks: receptive_field runs the model itself
+                geos.update(_fields(model, tuple(x.shape[1:])))
+
+        def make(key: str, x: Tensor, spatial: bool) -> _Running:
+            if not spatial:  # (N, C): every unit sees the whole input
+                return _Running(key, self.channels, self.k, None, self.crops, self.budget)
+            base = key.split("#")[0]
+            geo = geos.get(key, geos.get(base))
+            if geo is None:
+                raise LayerError(unknown_name("layer with a receptive field", base, geos))
+            return _Running(key, self.channels, self.k, geo, self.crops, self.budget)
+
+        reducer = _TopKReducer(make, 0 if span is None else span[0])
+        n, _ = stream(model, part, self.layers, [reducer], batch_size=self.batch_size, progress=progress,
+                      description=self.description, before=prepare)
+        return _TopKPartial(n, reducer.running)
+
+    def merge(self, a: _TopKPartial, b: _TopKPartial) -> _TopKPartial:
+        return _TopKPartial(a.n + b.n, {key: run.merge(b.running[key]) for key, run in a.running.items()})
+
+    def finish(self, merged: _TopKPartial, model: nn.Module) -> TopKReport:
+        modules = dict(model.named_modules())
+        out = {}
+        for key, run in merged.running.items():
+            module = modules[key.split("#")[0]]
+            filters = None
+            if isinstance(module, nn.Conv2d):
+                kh = module.dilation[0] * (module.kernel_size[0] - 1) + 1
+                kw = module.dilation[1] * (module.kernel_size[1] - 1) + 1
+                if run.rf == (kh, kw) and run.jump == _pair(module.stride):  # it sees the input itself
+                    filters = module.weight.detach().index_select(0, run.sel.to(module.weight.device)).cpu().clone()
+            out[key] = run.result(merged.n, filters)
+        return TopKReport(out, merged.n)
+
+
 def topk_examples(
-    model: nn.Module,
+    model: nn.Module | HasModel,
     data: Data,
     layers: str | Sequence[str],
     *,
@@ -256,6 +346,8 @@ def topk_examples(
     batch_size: int = 256,
     crop_budget_mb: float = 256.0,
     progress: bool | None = None,
+    engine: str | RayEngine = "inprocess",
+    address: str | None = None,
 ) -> TopKReport:
     """For each channel of ``layers``, the ``k`` inputs of ``data`` that excite it most.
 
@@ -266,6 +358,10 @@ def topk_examples(
     as their region. The model runs in
     eval mode without gradients and is left as it was.
 
+    ``model`` is an ``nn.Module``, a run or a model handle. ``engine="ray"`` runs the pass
+    on a Ray cluster (``address``; see :mod:`convlens.inspect.executors`): the same
+    inputs in the same order, ties broken by the input's index as here.
+
     >>> import torch
     >>> from torch import nn
     >>> model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 8, 3))
@@ -274,38 +370,11 @@ def topk_examples(
     torch.Size([5])
     """
     k = check_k(k)
-    names = list(resolve_layers(model, layers))
+    check_engine(engine)
+    names = list(resolve_layers(unwrap(model), layers))
     ch = None if channels is None else [int(c) for c in channels]
     if ch is not None and not ch:
         raise ConfigError("channels is empty; pass channel numbers or None for all")
-    budget = int(crop_budget_mb * 2**20)
-    geos: dict[str, FieldLike] = dict(fields) if fields is not None else {}
-
-    def prepare(x: Tensor) -> None:
-        if fields is None:  # before the hooks: receptive_field runs the model itself
-            geos.update(_fields(model, tuple(x.shape[1:])))
-
-    def make(key: str, x: Tensor, spatial: bool) -> _Running:
-        if not spatial:  # (N, C): every unit sees the whole input
-            return _Running(key, ch, k, None, crops, budget)
-        base = key.split("#")[0]
-        geo = geos.get(key, geos.get(base))
-        if geo is None:
-            raise LayerError(unknown_name("layer with a receptive field", base, geos))
-        return _Running(key, ch, k, geo, crops, budget)
-
-    reducer = _TopKReducer(make)
-    n, _ = stream(model, data, names, [reducer], batch_size=batch_size, progress=progress, description="top-k",
-                    before=prepare)
-    modules = dict(model.named_modules())
-    out = {}
-    for key, run in reducer.running.items():
-        module = modules[key.split("#")[0]]
-        filters = None
-        if isinstance(module, nn.Conv2d):
-            kh = module.dilation[0] * (module.kernel_size[0] - 1) + 1
-            kw = module.dilation[1] * (module.kernel_size[1] - 1) + 1
-            if run.rf == (kh, kw) and run.jump == _pair(module.stride):  # it sees the input itself
-                filters = module.weight.detach().index_select(0, run.sel.to(module.weight.device)).cpu().clone()
-        out[key] = run.result(n, filters)
-    return TopKReport(out, n)
+    pass_ = TopKPass(names, k, ch, crops, dict(fields) if fields is not None else None, int(crop_budget_mb * 2**20),
+                     positive_int("batch_size", batch_size))
+    return run_pass(pass_, model, data, engine=engine, address=address, progress=progress)

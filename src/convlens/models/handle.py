@@ -44,6 +44,8 @@ class ModelHandle:
     path: Path | None = None  # the run directory, if the model came from one
     run: Run | None = None
     random_weights: bool = False  # --model without --weights, or --arch: as the factory made it
+    spec: str | None = None  # --model module:factory, and its --weights: how a worker rebuilds it
+    weights: Path | None = None
 
     def normalisation(self, computed: tuple[Sequence[float], Sequence[float]] | None = None
                       ) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
@@ -180,4 +182,5 @@ def open_model(
 
     assert spec is not None  # for mypy: run, spec or arch was given
     model = load_model(spec, weights, map_location=device)
-    return ModelHandle(model, shape, data, spec, random_weights=weights is None)
+    return ModelHandle(model, shape, data, spec, random_weights=weights is None, spec=spec,
+                       weights=None if weights is None else Path(weights))
