@@ -30,11 +30,13 @@ _LAZY = {
     "receptive_field": "convlens.inspect.receptive",
     "load_dataset": "convlens.data",
     "ConvlensError": "convlens.errors",
+    "diagnose": "convlens.diagnose",
+    "Diagnosis": "convlens.diagnose",
 }
 
 __all__ = [
-    "ConvlensError", "Run", "TrainConfig", "__version__", "build_model", "cam", "capture",
-    "channel_stats", "cka", "faithfulness", "layers", "load_dataset", "load_model", "load_run",
+    "ConvlensError", "Diagnosis", "Run", "TrainConfig", "__version__", "build_model", "cam", "capture",
+    "channel_stats", "cka", "diagnose", "faithfulness", "layers", "load_dataset", "load_model", "load_run",
     "receptive_field", "topk_examples", "train",
 ]
 
@@ -55,6 +57,7 @@ if TYPE_CHECKING:  # pragma: no cover
     __version__: str
     from convlens.compare import cka
     from convlens.data import load_dataset
+    from convlens.diagnose import Diagnosis, diagnose
     from convlens.errors import ConvlensError
     from convlens.explain import cam, faithfulness
     from convlens.inspect import capture, channel_stats, layers, topk_examples
