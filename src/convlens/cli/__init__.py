@@ -15,6 +15,7 @@ import click
 from convlens.cli import compare as _compare  # noqa: F401
 from convlens.cli import conv as _conv  # noqa: F401
 from convlens.cli import core as _core  # noqa: F401  (each module attaches its commands)
+from convlens.cli import diagnose as _diagnose  # noqa: F401
 from convlens.cli import explain as _explain  # noqa: F401
 from convlens.cli import inspect as _inspect  # noqa: F401
 from convlens.cli._app import app
