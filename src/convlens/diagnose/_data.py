@@ -69,13 +69,13 @@ class Source:
             raise ConfigError(f"cannot diagnose {type(data).__name__} as {what}: pass an ImageDataset, (x, y) "
                               "tensors or an iterable of (x, y) batches")
 
-    def __len__(self) -> int:
-        """How many inputs (``-1`` if the data cannot say before it is read)."""
+    def count(self) -> int | None:
+        """How many inputs (``None`` if the data cannot say before it is read)."""
         if self.kind == "dataset":
             return len(self.data)
         if self.kind == "tensors":
             return int(self.data[0].shape[0])
-        return len(self.data.dataset) if isinstance(getattr(self.data, "dataset", None), Sized) else -1
+        return len(self.data.dataset) if isinstance(getattr(self.data, "dataset", None), Sized) else None
 
     def batches(self, batch_size: int) -> Iterator[Labelled]:
         batch_size = positive_int("batch_size", batch_size)

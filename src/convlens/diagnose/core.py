@@ -19,12 +19,10 @@ summarises) is explained, in batches:
   predicted-class map (:func:`convlens.explain.perturbation_curves`; lower: the map finds
   what the prediction rests on), and its nearest training examples by cosine similarity
   of the penultimate features (the input of the last ``nn.Linear`` that runs), exact;
-* ``suspected_label_errors``: confident learning (Northcutt et al. 2021). The threshold of
-  class ``j`` is the mean probability of ``j`` over the inputs labelled ``j``; an input is
-  suspected when some other class ``j`` reaches its threshold (the likeliest such class is
-  the suspected true one), and suspects are ranked by self-confidence, the probability of
-  the given label, lowest first. They are kept apart from the model's errors: a gallery
-  item says whether its label is suspected;
+* ``suspected_label_errors``: confident learning (Northcutt et al. 2021), per-class
+  thresholds and pruning by noise rate (see :func:`confident_learning`), ranked by
+  self-confidence, the probability of the given label, lowest first. They are kept apart
+  from the model's errors: a gallery item says whether its label is suspected;
 * ``cells``: per off-diagonal confusion cell (true 4 → predicted 9), its inputs and the mean
   CAM difference of its most confident ones.
 
@@ -286,19 +284,47 @@ def bin_of(confidence: Tensor) -> Tensor:
 
 
 def confident_learning(probs: Tensor, labels: Tensor) -> tuple[list[LabelSuspect], Tensor]:
-    """Suspected label errors (lowest self-confidence first) and the per-class thresholds."""
+    """Suspected label errors, lowest self-confidence first, and the per-class thresholds.
+
+    Confident learning (Northcutt et al. 2021) with pruning by noise rate: the threshold
+    ``t_j`` is the mean probability of ``j`` over the inputs labelled ``j``; the confident
+    joint counts, per given label ``i``, the inputs whose likeliest class among those
+    reaching their threshold is ``j``; calibrated (each row scaled to the number of inputs
+    labelled ``i``) it estimates how many inputs labelled ``i`` truly are ``j``, and that
+    many inputs labelled ``i`` with the largest margin ``p_j − p_i`` are suspected (the class
+    ``j`` of the largest such margin is the suspected true one).
+    """
     c = probs.shape[1]
     p = probs.to(torch.float64)
     counts = torch.bincount(labels, minlength=c).to(torch.float64)
     sums = torch.zeros(c, c, dtype=torch.float64)
     sums.index_add_(0, labels, p)  # row y: the summed probabilities of the inputs labelled y
-    thresholds = torch.where(counts > 0, sums.diagonal() / counts.clamp_min(1), torch.full((c,), float("inf"),
-                                                                                              dtype=torch.float64))
+    inf = torch.full((c,), float("inf"), dtype=torch.float64)
+    thresholds = torch.where(counts > 0, sums.diagonal() / counts.clamp_min(1), inf)
     above = p >= thresholds
-    suspected = torch.where(above, p, torch.full_like(p, -1.0)).argmax(1)
-    off = above.any(1) & (suspected != labels)
+    likeliest = torch.where(above, p, torch.full_like(p, -1.0)).argmax(1)
+    joint = torch.zeros(c * c, dtype=torch.float64)
+    has = above.any(1)
+    joint.index_add_(0, labels[has] * c + likeliest[has], torch.ones(int(has.sum()), dtype=torch.float64))
+    joint = joint.view(c, c)
+    rows = joint.sum(1, keepdim=True)
+    calibrated = torch.where(rows > 0, joint / rows.clamp_min(1) * counts.unsqueeze(1), torch.zeros_like(joint))
     own = p.gather(1, labels.unsqueeze(1)).squeeze(1)
-    idx = off.nonzero().squeeze(1)
+    margin = p - own.unsqueeze(1)  # (N, C): p_j − p_given
+    best = torch.full((p.shape[0],), -float("inf"), dtype=torch.float64)
+    suspected = torch.full((p.shape[0],), -1, dtype=torch.long)
+    for i in range(c):
+        members = (labels == i).nonzero().squeeze(1)
+        for j in range(c):
+            take = round(float(calibrated[i, j]))
+            if i == j or take == 0 or members.numel() == 0:
+                continue
+            m = margin[members, j]
+            chosen = members[torch.sort(-m, stable=True).indices[:take]]
+            better = margin[chosen, j] > best[chosen]
+            best[chosen[better]] = margin[chosen[better], j]
+            suspected[chosen[better]] = j
+    idx = (suspected >= 0).nonzero().squeeze(1)
     order = idx[torch.sort(own[idx], stable=True).indices]
     predicted = p.argmax(1)
     suspects = [LabelSuspect(int(i), int(labels[i]), int(suspected[i]), float(own[i]), int(predicted[i]))
@@ -373,8 +399,7 @@ def _stream(model: nn.Module, source: Source, top_k: int, batch_size: int, progr
     device, dtype = device_and_dtype(model)
     expected = len(source.classes) if source.classes is not None else None
     counts: _Counts | None = None
-    total = len(source)
-    with evaluating(model), progress_bar("diagnosing", total if total >= 0 else None, enabled=progress) as bar:
+    with evaluating(model), progress_bar("diagnosing", source.count(), enabled=progress) as bar:
         for x, y in source.batches(batch_size):
             if x.shape[0] == 0:
                 continue
@@ -503,13 +528,12 @@ def nearest_neighbours(model: nn.Module, queries: Tensor, train: Source, layer: 
     device, dtype = device_and_dtype(model)
     seen: list[Tensor] = []
     offset = 0
-    total = len(train)
 
     def keep(name: str, value: Any) -> None:
         seen.append(value.flatten(1).to(torch.float64).cpu())
 
     with evaluating(model), observe(model, layer, keep, inputs=True), \
-            progress_bar("neighbours", total if total >= 0 else None, enabled=progress) as bar:
+            progress_bar("neighbours", train.count(), enabled=progress) as bar:
         for x, y in train.batches(batch_size):
             if x.shape[0] == 0:
                 continue
