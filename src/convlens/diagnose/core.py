@@ -702,8 +702,6 @@ def diagnose(
                     neighbours=nb))
             for kind in KINDS:
                 errors[kind] = [_as_kind(items[v][1], kind) for v in chosen[kind]]
-    if k and not errors["confident_wrong"] and not notes:
-        notes.append("no errors to show")  # pragma: no cover  (no errors implies the note above)
 
     return Diagnosis(
         n=n, classes=tuple(names), confusion=confusion, precision=precision, recall=recall, f1=f1,
