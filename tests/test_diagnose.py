@@ -403,4 +403,16 @@ def test_a_dataset_without_errors_says_so(trained: nn.Module, data: tuple[Any, A
     fig = gallery_figure([], method="gradcam", n_inputs=60, note=d.gallery_note)
     assert "no errors" in fig.caption
     assert "no input is misclassified" in cells_figure([], method="gradcam", n_inputs=60).caption
-    assert convlens.diagnose is diagnose or callable(convlens.diagnose)
+
+
+def test_convlens_diagnose_is_callable_whichever_object_the_name_holds(trained: nn.Module,
+                                                                       data: tuple[Any, Any]) -> None:
+    import importlib
+
+    _, test = data
+    small = test.subset(range(30))
+    package = importlib.import_module("convlens.diagnose")  # imported: Python may bind it as convlens.diagnose
+    expected = diagnose(trained, small, k=0).confusion
+    np.testing.assert_array_equal(package(trained, small, k=0).confusion, expected)
+    np.testing.assert_array_equal(convlens.diagnose(trained, small, k=0).confusion, expected)
+    assert isinstance(convlens.Diagnosis, type) and "diagnose" in convlens.__all__
