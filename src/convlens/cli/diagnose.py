@@ -10,12 +10,12 @@ import click
 
 from convlens.cli._app import app
 from convlens.cli._common import (
+    MethodName,
     MethodsCommand,
     console,
     data_dir_option,
     device_option,
     figures_dest,
-    method_option,
     model_source,
     open_source,
     out_option,
@@ -45,7 +45,8 @@ def _figure_files(fig: Explained, stem: str) -> dict[str, bytes]:
               help="The split to diagnose.")
 @click.option("--k", "k", type=click.IntRange(min=0), default=24, show_default=True,
               help="Gallery size: most confident wrong, least confident right and most ambiguous, a third each.")
-@method_option
+@click.option("--method", type=MethodName(), default="gradcam", show_default=True,
+              help="The method of the gallery's and the cells' CAMs (see Methods below).")
 @click.option("--layer", multiple=True,
               help="Layer of the gallery's CAMs (repeat for several) [default: the last layer with a spatial output].")
 @click.option("--neighbours", type=click.IntRange(min=0), default=5, show_default=True,
