@@ -1,10 +1,9 @@
 """Why is the model wrong? Confusion, calibration, an error gallery and suspected label errors.
 
 :func:`diagnose` streams the data through the model once, in eval mode without gradients,
-keeping per input only its class probabilities (``N × C`` numbers) while it counts the
-confusion matrix, the top-k hits and the calibration bins batch by batch. Everything else
-is computed from those numbers, and only the gallery (and the confusion cells it
-summarises) is explained, in batches:
+keeping per input only its class probabilities (``N × C`` numbers). Everything else is
+computed from those numbers in a few tensor operations over all inputs, and only the
+gallery (and the confusion cells it summarises) is explained, in batches:
 
 * ``confusion`` ``C × C`` counts (rows: the true class, columns: the predicted one), per
   class precision, recall, F1 and support, accuracy and top-k accuracy;
@@ -337,38 +336,37 @@ def confident_learning(probs: Tensor, labels: Tensor) -> tuple[list[LabelSuspect
 
 @dataclass
 class _Counts:
-    """What the streamed pass accumulates."""
+    """What the streamed pass keeps (each batch's probabilities and labels), and the counts
+    made from them once at the end, over all inputs in a few tensor operations (a dozen
+    small operations per batch cost more than the counting)."""
 
     classes: int
     top_k: int
+    probs: list[Tensor] = field(default_factory=list)
+    labels: list[Tensor] = field(default_factory=list)
     confusion: Tensor = field(init=False)
     bin_count: Tensor = field(init=False)
     bin_confidence: Tensor = field(init=False)
     bin_correct: Tensor = field(init=False)
     top_hits: int = 0
-    probs: list[Tensor] = field(default_factory=list)
-    labels: list[Tensor] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        c = self.classes
-        self.confusion = torch.zeros(c * c, dtype=torch.int64)
-        self.bin_count = torch.zeros(BINS, dtype=torch.int64)
-        self.bin_confidence = torch.zeros(BINS, dtype=torch.float64)
-        self.bin_correct = torch.zeros(BINS, dtype=torch.float64)
 
     def update(self, logits: Tensor, y: Tensor) -> None:
-        probs = logits.detach().float().softmax(1).cpu()
-        y = y.cpu()
+        self.probs.append(logits.detach().float().softmax(1).cpu())
+        self.labels.append(y.cpu())
+
+    def finish(self) -> tuple[Tensor, Tensor]:
+        """Count; returns all probabilities ``(N, C)`` and labels ``(N,)``."""
+        probs, y = torch.cat(self.probs), torch.cat(self.labels)
+        self.probs, self.labels = [probs], [y]
         conf, pred = probs.max(1)
         c = self.classes
-        self.confusion += torch.bincount(y * c + pred, minlength=c * c)
+        self.confusion = torch.bincount(y * c + pred, minlength=c * c)
         b = bin_of(conf)
-        self.bin_count += torch.bincount(b, minlength=BINS)
-        self.bin_confidence.index_add_(0, b, conf.to(torch.float64))
-        self.bin_correct.index_add_(0, b, (pred == y).to(torch.float64))
-        self.top_hits += int((probs.topk(self.top_k, 1).indices == y.unsqueeze(1)).any(1).sum())
-        self.probs.append(probs)
-        self.labels.append(y)
+        self.bin_count = torch.bincount(b, minlength=BINS)
+        self.bin_confidence = torch.zeros(BINS, dtype=torch.float64).index_add_(0, b, conf.to(torch.float64))
+        self.bin_correct = torch.zeros(BINS, dtype=torch.float64).index_add_(0, b, (pred == y).to(torch.float64))
+        self.top_hits = int((probs.topk(self.top_k, 1).indices == y.unsqueeze(1)).any(1).sum())
+        return probs, y
 
 
 def _check_logits(logits: object, batch: int, classes: int | None, what: str) -> Tensor:
@@ -617,8 +615,7 @@ def diagnose(
     train_source = Source(train, "the training data", labels_required=False) if train is not None else None
 
     counts = _stream(model, source, top_k, batch_size, progress)
-    probs = torch.cat(counts.probs)
-    labels = torch.cat(counts.labels)
+    probs, labels = counts.finish()
     n, c = probs.shape
     names = source.classes if source.classes is not None else tuple(str(i) for i in range(c))
     confusion = counts.confusion.view(c, c).numpy().astype(np.int64)
