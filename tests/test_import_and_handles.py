@@ -138,3 +138,22 @@ def test_version_of_an_uninstalled_source_tree_is_read_from_its_pyproject(monkey
         assert want is not None and _version.version() == want.group(1)
     finally:
         _version.version.cache_clear()
+
+
+@pytest.mark.parametrize("name", ["train", "diagnose"])
+def test_a_package_named_like_its_function_calls_the_function_after_its_modules_are_imported(name: str) -> None:
+    # importing a sub-module binds the package to convlens.<name>; calling it must still
+    # reach the function (a fresh interpreter, so no earlier import decides the binding)
+    probe = (f"import convlens, convlens.{name}.{'loop' if name == 'train' else 'core'} as m; "
+             f"f = getattr(m, {name!r}); import inspect; "
+             f"print(type(convlens.{name}).__name__, callable(convlens.{name}), "
+             f"inspect.signature(f) == inspect.signature(getattr(__import__('convlens.{name}').{name}, {name!r})))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["CallablePackage", "True", "True"]
+
+
+def test_calling_the_package_calls_the_function() -> None:
+    import convlens.train.loop  # binds the package
+
+    with pytest.raises(TypeError, match="missing"):
+        convlens.train()  # type: ignore[call-arg]  # the function's own signature check, not "module is not callable"

@@ -32,11 +32,13 @@ _LAZY = {
     "ConvlensError": "convlens.errors",
     "audit": "convlens.diagnose.audit",
     "Audit": "convlens.diagnose.audit",
+    "diagnose": "convlens.diagnose",
+    "Diagnosis": "convlens.diagnose",
 }
 
 __all__ = [
-    "ConvlensError", "Run", "TrainConfig", "__version__", "build_model", "cam", "capture",
-    "channel_stats", "cka", "faithfulness", "layers", "load_dataset", "load_model", "load_run",
+    "ConvlensError", "Diagnosis", "Run", "TrainConfig", "__version__", "build_model", "cam", "capture",
+    "channel_stats", "cka", "diagnose", "faithfulness", "layers", "load_dataset", "load_model", "load_run",
     "receptive_field", "topk_examples", "train",
 ]
 __all__ += ["Audit", "audit"]
@@ -58,6 +60,7 @@ if TYPE_CHECKING:  # pragma: no cover
     __version__: str
     from convlens.compare import cka
     from convlens.data import load_dataset
+    from convlens.diagnose import Diagnosis, diagnose
     from convlens.diagnose.audit import Audit, audit
     from convlens.errors import ConvlensError
     from convlens.explain import cam, faithfulness

@@ -8,6 +8,8 @@
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -30,3 +32,20 @@ def lazy(package: str, table: Mapping[str, str], names: list[str],
         return names
 
     return __getattr__, __dir__
+
+
+def callable_package(package: str, function: Callable[..., Any]) -> None:
+    """Make ``package`` callable as ``function``.
+
+    ``convlens.train`` and ``convlens.diagnose`` each name a sub-package and that package's
+    main function. Python binds the package to the name as soon as any of its modules is
+    imported, which would hide the function; with this, calling the package calls the
+    function, so ``convlens.train(...)`` works whichever of the two the name holds.
+    """
+
+    class CallablePackage(types.ModuleType):
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            return function(*args, **kwargs)
+
+    CallablePackage.__call__.__doc__ = function.__doc__
+    sys.modules[package].__class__ = CallablePackage

@@ -45,6 +45,7 @@ if TYPE_CHECKING:  # the heavy layers are imported where they are used
     from convlens.conv.arithmetic import IntOrPair
     from convlens.conv.explain import Trace
     from convlens.data.dataset import ImageDataset
+    from convlens.diagnose import Diagnosis
     from convlens.explain import Target
     from convlens.explain.base import Explanation
     from convlens.explain.faithfulness import FaithfulnessReport
@@ -1221,3 +1222,77 @@ def audit_view(
             [c.layer for c in result.channels], [c.shares for c in result.channels], [c.area for c in result.channels],
             [c.driven for c in result.channels], limit=CHANNEL_SHARE, palette=palette)
     return AuditView(result, figures, ds)
+
+# --- diagnosis ----------------------------------------------------------------------------------
+
+
+@dataclass
+class DiagnosisView:
+    """A :class:`~convlens.diagnose.Diagnosis`, the split it ran on, and its four figures
+    (``confusion``, ``reliability``, ``gallery``, ``cells``)."""
+
+    diagnosis: Diagnosis
+    split: str
+    dataset: str
+    figures: dict[str, Explained]
+
+
+def diagnosis(
+    source: Run | ModelHandle,
+    split: Split = "test",
+    *,
+    k: int = 24,
+    method: str = "gradcam",
+    layer: str | Sequence[str] | None = None,
+    neighbours: int = 5,
+    batch_size: int = 256,
+    data: ImageDataset | None = None,
+    train_data: ImageDataset | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    palette: PaletteName = "default",
+    progress: bool | None = None,
+) -> DiagnosisView:
+    """Diagnose the model on ``split`` of its dataset (:func:`convlens.diagnose`), with the
+    nearest neighbours taken from its training split, and draw the four figures."""
+    from convlens.diagnose import diagnose
+    from convlens.viz.diagnose import (
+        CellPanel,
+        GalleryRow,
+        cells_figure,
+        confusion_figure,
+        gallery_figure,
+        reliability_figure,
+    )
+
+    handle = _handle(source)
+    ds = dataset_for(handle, split, data=data, data_dir=data_dir)
+    train = dataset_for(handle, "train", data=train_data, data_dir=data_dir) if neighbours else None
+    chosen = layer if layer is None or isinstance(layer, str) else list(layer)
+    d = diagnose(handle.model, ds, method=method, layer=chosen, k=k, train=train, neighbours=neighbours,
+                 batch_size=batch_size, progress=progress)
+    names = d.classes
+    figures: dict[str, Explained] = {
+        "confusion": confusion_figure(d.confusion, names, palette=palette,
+                                      title=f"Confusion matrix, {ds.name} {split}"),
+        "reliability": reliability_figure(d.reliability.edges, d.reliability.counts, d.reliability.confidence,
+                                          d.reliability.accuracy, d.ece, palette=palette),
+    }
+    from convlens.diagnose.core import describe_kind
+
+    rows = []
+    for kind, items in d.errors.items():
+        for item in items:
+            near = ", ".join(f"#{nb.index} ({names[nb.label] if nb.label is not None else '?'})"
+                             for nb in item.neighbours[:3])
+            rows.append(GalleryRow(
+                image=ds.images[item.index].numpy(), cam_pred=item.cam_pred, cam_true=item.cam_true,
+                difference=item.cam_difference, kind=describe_kind(kind), true_name=names[item.label],
+                predicted_name=names[item.predicted], index=item.index,
+                top3=[(names[c], p) for c, p in item.top3], deletion=item.deletion,
+                label_suspect=item.suspected_label_error, neighbours=f"nearest training: {near}" if near else ""))
+    figures["gallery"] = gallery_figure(rows, method=method, layer=", ".join(d.layers) or None, n_inputs=d.n,
+                                        note=d.gallery_note, palette=palette)
+    figures["cells"] = cells_figure(
+        [CellPanel(names[c.true], names[c.predicted], c.count, c.averaged, c.mean_cam_difference) for c in d.cells],
+        method=method, n_inputs=d.n, palette=palette)
+    return DiagnosisView(d, split, ds.name, figures)
