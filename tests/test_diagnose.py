@@ -239,21 +239,9 @@ def test_to_dict_is_json_and_keeps_the_numbers(result: Diagnosis) -> None:
 # --- label flips --------------------------------------------------------------------------------
 
 
-def _flip(labels: torch.Tensor, n: int, classes: int, seed: int) -> tuple[torch.Tensor, np.ndarray]:
-    """``n`` labels moved to another class at seeded indices (the other engineer's
-    convlens.data.synthetic.label_flip arrives at merge time)."""
-    rng = np.random.default_rng(seed)
-    idx = np.sort(rng.choice(len(labels), n, replace=False))
-    out = labels.clone()
-    shift = torch.from_numpy(rng.integers(1, classes, n))
-    out[idx] = (labels[idx] + shift) % classes
-    return out, idx
-
-
 def test_label_flips_are_found_among_the_suspects(tmp_path: Path) -> None:
-    import dataclasses
-
     from _helpers import mnist_full
+    from convlens.data.synthetic import label_flip
     from convlens.models import get_config
     from convlens.train import TrainConfig
     from convlens.train.loop import train
@@ -262,11 +250,13 @@ def test_label_flips_are_found_among_the_suspects(tmp_path: Path) -> None:
     with one_thread():
         run = train(get_config("seed-cnn"), full_train, full_test.subset(range(256)), tmp_path / "run",
                     TrainConfig(epochs=2, seed=0), device="cpu")
-        labels, flipped = _flip(full_test.labels, 50, 10, seed=12)
-        noisy = dataclasses.replace(full_test, labels=labels)
+        bed = label_flip(50, split="test", seed=12, source=(full_train, full_test))  # the test bed users get
+        noisy, flipped = bed.splits["test"], bed.details["flipped"]
+        labels = noisy.labels
         d = diagnose(run.model, noisy, k=0, progress=False)
+    assert len(flipped) == 50 and int((labels != full_test.labels).sum()) == 50
     top = {s.index for s in d.suspected_label_errors[:100]}
-    found = len(top & set(flipped.tolist()))
+    found = len(top & set(flipped))
     assert found >= 40, (found, d.accuracy)
     assert all(s.given == int(labels[s.index]) for s in d.suspected_label_errors)
 
