@@ -50,10 +50,15 @@ def test_diagnose_writes_figures_and_the_report(run_dir: Path, mnist_dir: Path, 
     assert f"accuracy {d.accuracy:.2%}" in stdout
     for name, stem in stems.items():
         sidecar = json.loads((out / f"{stem}.json").read_text())
-        assert sidecar["alt"] and sidecar["caption"] == report["figures"][name]["caption"]
+        listed = report["figures"][stem]
+        assert listed["figure"] == name and sidecar["alt"] == listed["alt"] and sidecar["caption"] == listed["caption"]
         assert (out / f"{stem}.svg").exists()
     cm = np.asarray(report["confusion"])
-    assert f"{int(np.trace(cm))} correct" in report["figures"]["confusion"]["caption"]
+    assert f"{int(np.trace(cm))} correct" in report["figures"][stems["confusion"]]["caption"]
+    from convlens.views import saved_results  # what the report and the app show of it
+
+    (saved,) = saved_results(out, ["diagnosis.json"])
+    assert sorted(f.stem for f in saved.figures) == sorted(stems.values())
 
     # a second run refuses to overwrite (one line, nothing touched); --force replaces
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
@@ -67,7 +72,7 @@ def test_diagnose_writes_figures_and_the_report(run_dir: Path, mnist_dir: Path, 
                                 "--data-dir", str(mnist_dir), "--out", str(out), "--force")
     assert code == 0, err
     report = json.loads((out / "diagnosis.json").read_text())
-    assert report["errors"]["ambiguous"] == [] and "empty" in report["figures"]["gallery"]["caption"]
+    assert report["errors"]["ambiguous"] == [] and "empty" in report["figures"][stems["gallery"]]["caption"]
 
 
 def test_diagnose_a_user_model_and_bad_input(mnist_dir: Path, tmp_path: Path,

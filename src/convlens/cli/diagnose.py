@@ -78,8 +78,9 @@ def diagnose(run: Path | None, spec: str | None, weights: Path | None, dataset: 
     for name in FIGURES:
         content.update(_figure_files(view.figures[name], stems[name]))
     report = {"dataset": view.dataset, "split": split, **view.diagnosis.to_dict(),
-              "figures": {name: {"png": f"{stems[name]}.png", "caption": view.figures[name].caption}
-                          for name in FIGURES}}
+              # by file stem, as compare.json and audit.json list theirs (the report and app read them)
+              "figures": {stems[name]: {"figure": name, "caption": view.figures[name].caption,
+                                        "alt": view.figures[name].alt} for name in FIGURES}}
     content[REPORT] = (json.dumps(report, indent=2) + "\n").encode()
     paths = write_files(dest, content, overwrite=force)  # all of it or nothing, the report last
     click.echo(view.diagnosis.summary())
