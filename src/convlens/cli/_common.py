@@ -247,7 +247,8 @@ def model_source(f: F) -> F:
                      help="With --model: the shape of one input [default: the dataset's, 1,28,28]; "
                           "data and images are fitted to it.")(f)
     f = click.option("--dataset", default="mnist", show_default=True,
-                     help="With --model: the dataset the model reads (for inputs and normalisation).")(f)
+                     help="With --model: the dataset the model reads (for inputs and normalisation): mnist, "
+                          "fashion-mnist, kmnist, cifar10, cifar100, folder:PATH or npz:PATH (a run records its own).")(f)
     f = click.option("--weights", type=click.Path(path_type=Path), default=None,
                      help="With --model: a state dict (.pt/.pth read with weights_only=True, or .safetensors).")(f)
     f = click.option("--model", "spec", default=None, metavar="MODULE:FACTORY",
