@@ -31,6 +31,10 @@ __all__ = ["load_arrays", "to_nchw"]
 def _read(path: Path) -> Any:
     if not path.exists():
         raise DataError(f"array file {path} does not exist; check the path")
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if not (magic.startswith(b"\x93NUMPY") or magic.startswith(b"PK")):
+        raise DataError(f"{path} is not a NumPy .npy/.npz file (save arrays with np.save or np.savez)")
     try:
         return np.load(path, allow_pickle=False)
     except ValueError as exc:  # "Object arrays cannot be loaded when allow_pickle=False"

@@ -132,6 +132,12 @@ def _extract(archive: Path, dest_parent: Path, fmt: CifarFormat) -> Path:
         if missing:
             raise DataError(f"{archive} lacks {', '.join(f'{fmt.folder}/{m}' for m in missing)}; is it the "
                             f"{fmt.source.title} binary version ({fmt.archive})?")
+        record = _RECORD + fmt.label_bytes
+        for f in (*fmt.train, *fmt.test):
+            n = (tmp / f).stat().st_size
+            if n == 0 or n % record:
+                raise DataError(f"CIFAR file {fmt.folder}/{f} in {archive} holds {n} bytes, not a whole number of "
+                                f"{record}-byte records; the archive is corrupt: delete it and load again")
         with contextlib.suppress(FileNotFoundError):
             shutil.rmtree(target)  # an incomplete folder from elsewhere
         os.replace(tmp, target)

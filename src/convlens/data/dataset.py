@@ -306,7 +306,7 @@ def load_dataset(
         from convlens.data.spec import load_spec
 
         return load_spec(str(name), split, data_dir=data_dir, base_url=base_url, **options)
-    check_options(str(getattr(name, "name", name)), options)
+    check_options(name, options)
     src = get_source(name)
     if split not in SPLITS:
         raise DataError(unknown_name("split", split, SPLITS))

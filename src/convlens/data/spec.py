@@ -144,7 +144,7 @@ def _value(kind: str, key: str, raw: Any) -> Any:
         hints = {"size": "a size like 32 or 64x48", "channels": "1 or 3", "test": "a fraction between 0 and 1",
                  "seed": "an integer", "mean": "numbers separated by commas", "std": "numbers separated by commas",
                  "stream": "yes, no or auto", "labels": "a file", "budget": "bytes, e.g. 2GB"}
-        raise ConfigError(f"{kind} option {key}={raw!r} is not valid: give {hints.get(key, 'a value')}") from None
+        raise ConfigError(f"{kind} option {key}={raw} is not valid: give {hints.get(key, 'a value')}") from None
     return raw
 
 
@@ -163,8 +163,7 @@ def parse(text: str, **options: Any) -> DatasetSpec:
             raise ConfigError(f"dataset {text!r} names no path: give {kind}:PATH")
         path = Path(rest).expanduser().resolve()
     else:
-        raise ConfigError(unknown_name("dataset", text, ("mnist", "fashion-mnist", "kmnist", "cifar10", "cifar100",
-                                                         "folder:PATH", "npz:PATH")))
+        raise ConfigError(unknown_name("dataset", text, NAMES))
     opts: dict[str, Any] = {}
     for part in filter(None, query.split("&")):
         key, eq, raw = part.partition("=")
@@ -242,8 +241,18 @@ def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", "-".join(parts)).strip("-") or "data"
 
 
-def check_options(name: str, options: Mapping[str, Any]) -> None:
-    """Refuse spec options for an IDX dataset (they would be ignored)."""
+#: Every dataset name and spec form, for messages.
+NAMES = ("mnist", "fashion-mnist", "kmnist", "cifar10", "cifar100", "folder:PATH", "npz:PATH")
+
+
+def check_options(name: object, options: Mapping[str, Any]) -> None:
+    """Refuse an unknown dataset name (naming every form), and spec options for an IDX
+    dataset (they would be ignored)."""
+    from convlens.data.sources import SOURCES, Source
+
+    if not isinstance(name, Source) and name not in SOURCES:
+        raise DataError(unknown_name("dataset", str(name), NAMES))
+    name = getattr(name, "name", name)
     given = [k for k, v in options.items() if v is not None]
     if given:
         raise DataError(f"{', '.join(sorted(given))}: options of folder:, npz: and CIFAR datasets, not of {name}")
