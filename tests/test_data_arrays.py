@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _data_beds import colour_images
 
+from _data_beds import colour_images
 from convlens.data import load_dataset
 from convlens.errors import ConvlensError
 

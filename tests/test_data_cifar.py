@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _data_beds import Server, serve, write_cifar
 
+from _data_beds import Server, serve, write_cifar
 from convlens.data import load_dataset
 from convlens.data.cifar import CIFAR
 from convlens.errors import ConvlensError, DownloadError

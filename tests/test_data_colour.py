@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _data_beds import colour_images, write_cifar, write_folder
-from _helpers import one_thread
 
 import convlens
+from _data_beds import colour_images, write_cifar, write_folder
+from _helpers import one_thread
 from convlens import views
 from convlens.data import load_dataset
 from convlens.data.stream import StreamingDataset

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _data_beds import colour_images, write_folder
 from PIL import Image
 
+from _data_beds import colour_images, write_folder
 from convlens.data import ImageDataset, load_dataset
 from convlens.data.folder import index_folder
 from convlens.data.stream import StreamingDataset
@@ -164,7 +164,7 @@ def test_streamed_folder_is_the_same_data_as_in_memory(bed: tuple) -> None:
     assert len(blob) < 32 * 32 * 3 * 8
     back = pickle.loads(blob)
     assert torch.equal(next(back.batches(8))[0], next(mem.subset(range(8, 16)).batches(8))[0])
-    assert torch.equal(st.materialise().images, mem.images)
+    assert torch.equal(st.images[:], mem.images)
 
 
 def test_the_index_is_cached_and_follows_the_folder(tmp_path: Path) -> None:

@@ -96,12 +96,12 @@ def load_arrays(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
 ) -> Any:
-    """Split ``split`` of the arrays in ``path`` as an :class:`~convlens.data.ImageDataset`
+    """Split ``split`` of the arrays in ``path`` (the parts of an :class:`~convlens.data.ImageDataset`)
     (``mean``/``std`` default to the training split's, computed exactly)."""
     import torch
 
-    from convlens.data.dataset import ImageDataset
     from convlens.data.folder import _per_channel
+    from convlens.data.loaded import Loaded
 
     p = Path(path).expanduser().resolve()
     if split not in ("train", "test"):
@@ -166,7 +166,7 @@ def load_arrays(
         m, s = _channel_stats(sets["train"][0])
     else:
         m, s = _per_channel("mean", mean, c), _per_channel("std", std, c)
-    return ImageDataset(images=torch.from_numpy(images), labels=torch.from_numpy(ys), classes=classes,
+    return Loaded(images=torch.from_numpy(images), labels=torch.from_numpy(ys), classes=classes,
                         name=name or f"npz:{p}", split=split, source=str(p), mean=m, std=s)
 
 

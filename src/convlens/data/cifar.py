@@ -209,12 +209,12 @@ def _class_names(folder: Path, fmt: CifarFormat) -> tuple[str, ...]:
 def load_cifar(name: str, split: str = "train", *, data_dir: str | os.PathLike[str] | None = None,
                base_url: str | None = None, checksums: Mapping[str, str] | None = None,
                mean: Any = None, std: Any = None) -> Any:
-    """One split of CIFAR-10 or CIFAR-100 as an :class:`~convlens.data.ImageDataset`
-    (uint8 ``(N, 3, 32, 32)``)."""
+    """One split of CIFAR-10 or CIFAR-100 (the parts of an :class:`~convlens.data.ImageDataset`,
+    uint8 ``(N, 3, 32, 32)``)."""
     import torch
 
-    from convlens.data.dataset import ImageDataset
     from convlens.data.folder import _per_channel
+    from convlens.data.loaded import Loaded
 
     if split not in ("train", "test"):
         from convlens.errors import unknown_name
@@ -231,5 +231,5 @@ def load_cifar(name: str, split: str = "train", *, data_dir: str | os.PathLike[s
         m, s = _train_stats(str(folder), key, name)
     else:
         m, s = _per_channel("mean", mean, 3), _per_channel("std", std, 3)
-    return ImageDataset(images=torch.from_numpy(images), labels=torch.from_numpy(labels), classes=classes,
+    return Loaded(images=torch.from_numpy(images), labels=torch.from_numpy(labels), classes=classes,
                         name=name, split=split, source=origin, mean=m, std=s)

@@ -303,9 +303,11 @@ def load_dataset(
     from convlens.data.spec import check_options, is_spec
 
     if is_spec(name):
+        from convlens.data.loaded import Loaded
         from convlens.data.spec import load_spec
 
-        return load_spec(str(name), split, data_dir=data_dir, base_url=base_url, **options)
+        got = load_spec(str(name), split, data_dir=data_dir, base_url=base_url, **options)
+        return ImageDataset(**got.fields()) if isinstance(got, Loaded) else got  # else a StreamingDataset
     check_options(name, options)
     src = get_source(name)
     if split not in SPLITS:

@@ -55,7 +55,6 @@ __all__ = [
     "FolderIndex",
     "budget_bytes",
     "index_folder",
-    "load_folder",
     "read_image",
 ]
 
@@ -398,52 +397,6 @@ def decode(index: FolderIndex, positions: Sequence[int] | np.ndarray, *, workers
         with ThreadPoolExecutor(workers or _workers()) as pool:
             list(pool.map(one, range(len(pos))))
     return out
-
-
-def load_folder(
-    root: str | os.PathLike[str],
-    split: str = "train",
-    *,
-    name: str | None = None,
-    size: tuple[int, int] | None = None,
-    channels: int | None = None,
-    test: float = 0.2,
-    seed: int = 0,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-    stream: bool | None = None,
-    memory_budget: int | str | None = None,
-    progress: bool | None = None,
-) -> Any:
-    """One split of an image folder: an :class:`~convlens.data.ImageDataset` in memory, or
-    a :class:`~convlens.data.stream.StreamingDataset` when its pixels would take more than
-    ``memory_budget`` bytes (or with ``stream=True``). ``mean``/``std`` default to the
-    training split's, computed exactly from the index. ``name`` is what the dataset is
-    called (a run records it to load the same data again; default ``folder:ROOT``)."""
-    import torch
-
-    from convlens.data.dataset import ImageDataset
-    from convlens.data.stream import StreamingDataset
-
-    index = index_folder(root, channels=channels, size=size, progress=progress)
-    positions = split_positions(index, split, test, seed)
-    if mean is None or std is None:
-        if mean is not None or std is not None:
-            raise ConfigError("give mean and std together, or neither (they are then computed)")
-        m, s = index.stats(split_positions(index, "train", test, seed))
-    else:
-        m, s = _per_channel("mean", mean, index.channels), _per_channel("std", std, index.channels)
-    label = name or f"folder:{index.root}"
-    c, (h, w) = index.channels, index.size
-    nbytes = len(positions) * c * h * w
-    if stream is None:
-        stream = nbytes > budget_bytes(memory_budget)
-    if stream:
-        return StreamingDataset(index=index, positions=positions, name=label, split=split, source=str(index.root),
-                                mean=m, std=s)
-    images = decode(index, positions)
-    return ImageDataset(images=torch.from_numpy(images), labels=torch.from_numpy(index.labels[positions].copy()),
-                        classes=index.classes, name=label, split=split, source=str(index.root), mean=m, std=s)
 
 
 def _per_channel(what: str, values: Sequence[float], channels: int) -> tuple[float, ...]:

@@ -189,13 +189,14 @@ def canonical(text: str, **options: Any) -> str:
 
 def load_spec(text: str, split: str = "train", *, data_dir: str | os.PathLike[str] | None = None,
               base_url: str | None = None, progress: bool | None = None, **options: Any) -> Any:
-    """Load split ``split`` of the dataset ``text`` names (an ImageDataset, or a
+    """Load split ``split`` of the dataset ``text`` names (the parts of an ImageDataset,
+    :class:`~convlens.data.loaded.Loaded`, or a
     StreamingDataset for a folder larger than the memory budget)."""
     spec = parse(text, **options)
     o = dict(spec.options)
     name = spec.name()
     if spec.kind == "folder":
-        from convlens.data.folder import load_folder
+        from convlens.data.stream import load_folder
 
         assert spec.path is not None  # for mypy: parse gives folder specs a path
         return load_folder(spec.path, split, name=name, size=o.get("size"), channels=o.get("channels"),

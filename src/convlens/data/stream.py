@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import operator
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, SupportsIndex
@@ -26,10 +27,17 @@ from typing import Any, SupportsIndex
 import numpy as np
 import torch
 
-from convlens.data.folder import FolderIndex, decode
-from convlens.errors import DataError, positive_int, unknown_name
+from convlens.data.folder import (
+    FolderIndex,
+    _per_channel,
+    budget_bytes,
+    decode,
+    index_folder,
+    split_positions,
+)
+from convlens.errors import ConfigError, DataError, positive_int, unknown_name
 
-__all__ = ["LazyImages", "StreamingDataset"]
+__all__ = ["LazyImages", "StreamingDataset", "load_folder"]
 
 
 class LazyImages:
@@ -135,9 +143,15 @@ class StreamingDataset:
         return self.index.channels, h, w
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        from convlens.data.dataset import normalise
-
-        return normalise(x, self.mean, self.std)
+        """``(x / 255 - mean) / std`` per channel, as float32 (the formula of
+        :func:`convlens.data.normalise`; this module does not import the dataset module,
+        which dispatches to the folder source)."""
+        c = len(self.mean)
+        if x.dim() < 3 or x.shape[-3] != c:
+            raise DataError(f"normalise expects C×H×W or N×C×H×W pixels with {c} channels, got shape {tuple(x.shape)}")
+        m = torch.tensor(self.mean, dtype=torch.float32, device=x.device).view(c, 1, 1)
+        s = torch.tensor(self.std, dtype=torch.float32, device=x.device).view(c, 1, 1)
+        return x.to(torch.float32).div(255.0).sub_(m).div_(s)
 
     def _decode(self, rows: Sequence[int] | np.ndarray) -> torch.Tensor:
         return torch.from_numpy(decode(self.index, self.positions[np.asarray(rows, dtype=np.int64)],
@@ -225,14 +239,6 @@ class StreamingDataset:
 
     # --- streamed extras ----------------------------------------------------------------------
 
-    def materialise(self) -> Any:
-        """The same images in memory, as an :class:`~convlens.data.ImageDataset`."""
-        from convlens.data.dataset import ImageDataset
-
-        return ImageDataset(images=self._decode(np.arange(len(self))), labels=self.labels, classes=self.classes,
-                            name=self.name, split=self.split, source=self.source, mean=self.mean, std=self.std,
-                            label_kind=self.label_kind)
-
     def pixel_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """Exact per-channel mean and std of these images (from the index)."""
         return self.index.stats(self.positions)
@@ -249,3 +255,48 @@ class StreamingDataset:
         digest.update(np.ascontiguousarray(self.index.digests[self.positions]).tobytes())
         digest.update(np.ascontiguousarray(self.index.labels[self.positions]).tobytes())
         return Fingerprint(len(self), (c, h, w), mean, zero, digest.hexdigest())
+
+
+def load_folder(
+    root: str | os.PathLike[str],
+    split: str = "train",
+    *,
+    name: str | None = None,
+    size: tuple[int, int] | None = None,
+    channels: int | None = None,
+    test: float = 0.2,
+    seed: int = 0,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    stream: bool | None = None,
+    memory_budget: int | str | None = None,
+    progress: bool | None = None,
+) -> Any:
+    """One split of an image folder: the parts of an in-memory dataset
+    (:class:`~convlens.data.loaded.Loaded`, which :func:`convlens.data.load_dataset` makes
+    an :class:`~convlens.data.ImageDataset` of), or
+    a :class:`~convlens.data.stream.StreamingDataset` when its pixels would take more than
+    ``memory_budget`` bytes (or with ``stream=True``). ``mean``/``std`` default to the
+    training split's, computed exactly from the index. ``name`` is what the dataset is
+    called (a run records it to load the same data again; default ``folder:ROOT``)."""
+    from convlens.data.loaded import Loaded
+
+    index = index_folder(root, channels=channels, size=size, progress=progress)
+    positions = split_positions(index, split, test, seed)
+    if mean is None or std is None:
+        if mean is not None or std is not None:
+            raise ConfigError("give mean and std together, or neither (they are then computed)")
+        m, s = index.stats(split_positions(index, "train", test, seed))
+    else:
+        m, s = _per_channel("mean", mean, index.channels), _per_channel("std", std, index.channels)
+    label = name or f"folder:{index.root}"
+    c, (h, w) = index.channels, index.size
+    nbytes = len(positions) * c * h * w
+    if stream is None:
+        stream = nbytes > budget_bytes(memory_budget)
+    if stream:
+        return StreamingDataset(index=index, positions=positions, name=label, split=split, source=str(index.root),
+                                mean=m, std=s)
+    images = decode(index, positions)
+    return Loaded(images=torch.from_numpy(images), labels=torch.from_numpy(index.labels[positions].copy()),
+                  classes=index.classes, name=label, split=split, source=str(index.root), mean=m, std=s)
