@@ -136,7 +136,7 @@ def test_rgb_filters_combined_and_per_channel_with_their_colours(run: Run) -> No
     mosaic = per.data["mosaic"]
     assert np.allclose(mosaic[:3, :3], weights[0, 0]) and np.allclose(mosaic[:3, 4:7], weights[0, 1])
     assert [t.get_text() for t in per.figure.axes[0].get_xticklabels()] == ["R", "G", "B"]
-    assert "red, green and blue columns" in per.alt
+    assert "columns are the red, green and blue channels" in per.alt
 
 
 def test_topk_gallery_draws_the_rgb_filter_in_colour(run: Run) -> None:

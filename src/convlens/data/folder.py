@@ -277,6 +277,9 @@ def _write_cached(path: Path, index: FolderIndex) -> None:
     write_bytes_atomic(path, buf.getvalue())
 
 
+_CHUNK = 256
+
+
 def _workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
@@ -288,7 +291,8 @@ def _headers(root: Path, rels: list[str]) -> Iterator[tuple[tuple[int, int], boo
             return img.size, img.mode not in _GRAY_MODES
 
     with ThreadPoolExecutor(_workers()) as pool:
-        yield from pool.map(head, rels)
+        for start in range(0, len(rels), _CHUNK):  # a bounded number of futures at a time
+            yield from pool.map(head, rels[start:start + _CHUNK])
 
 
 def index_folder(root: str | os.PathLike[str], *, channels: int | None = None,
@@ -348,8 +352,9 @@ def index_folder(root: str | os.PathLike[str], *, channels: int | None = None,
         digests[i] = np.frombuffer(hashlib.sha256(a.tobytes()).digest(), np.uint8)
 
     with progress_bar(f"indexing {root.name}", n, enabled=progress) as bar, ThreadPoolExecutor(_workers()) as pool:
-        for _ in pool.map(measure, range(n)):
-            bar.advance()
+        for start in range(0, n, _CHUNK):  # a bounded number of futures at a time: memory flat in n
+            for _ in pool.map(measure, range(start, min(start + _CHUNK, n))):
+                bar.advance()
     index = FolderIndex(
         root, classes, np.array(rels, dtype=str), np.array([g for g, _, _ in listing], dtype=str),
         np.array([classes.index(cls) for _, cls, _ in listing], dtype=np.int64),

@@ -130,7 +130,7 @@ def filters_figure(
         "as RGB images (each weight w drawn as 0.5 + w / 2m in its colour channel, m the largest magnitude, so "
         "mid-gray is zero and a red tile is a filter that weighs red above green and blue)" if as_rgb
         else ("one tile per filter" if n_in == 1 else
-              "one row per filter and one column per input colour channel (red, green, blue)" if n_in == 3
+              "one row per filter and one column per input channel (3) in the order red, green, blue" if n_in == 3
               else f"one row per filter and one column per input channel ({n_in})")
     )
     colour = ("in colour" if as_rgb else "grayscale" if pal.name == "gray"
@@ -141,9 +141,9 @@ def filters_figure(
     )
     alt = (
         f"Grid of {n_out} filters of layer {layer}, each {kh}×{kw} pixels"
-        f"{' drawn as colour (RGB) tiles' if as_rgb else ''}"
-        f"{'' if n_in == 1 or as_rgb else f' per input channel, {n_in} input channels'}"
-        f"{' (red, green and blue columns)' if n_in == 3 and not as_rgb else ''}. "
+        f"{'' if n_in == 1 or as_rgb else f' per input channel, {n_in} input channels'}. "
+        f"{'They are drawn as colour (RGB) tiles. ' if as_rgb else ''}"
+        f"{'The columns are the red, green and blue channels. ' if n_in == 3 and not as_rgb else ''}"
         f"Weights range from {fmt(float(w.min()))} to {fmt(float(w.max()))}. "
         f"Strongest filters by weight norm: {listing(described)}."
     )
