@@ -185,3 +185,15 @@ def test_a_bad_dataset_on_the_command_line_is_one_line(tmp_path: Path) -> None:
                          env={**os.environ, "COLUMNS": "200"}, timeout=300)
     lines = res.stderr.strip().splitlines()
     assert res.returncode != 0 and len(lines) == 1 and "does not exist" in lines[0] and "nope" in lines[0], res.stderr
+
+
+def test_a_user_model_reads_a_folder_at_its_own_size(folder: Path) -> None:
+    from convlens.models.handle import open_model
+
+    h = open_model(spec="torch.nn:Identity", dataset=f"folder:{folder}", input_shape="3,16,16")
+    assert h.data.classes == ("0-red", "1-green", "2-blue") and len(h.data.mean) == 3
+    ds = views.dataset_for(h, "test")
+    assert ds.shape == (3, 16, 16) and len(ds) == 6  # resized and centre-cropped from 32×32
+    same = open_model(spec="torch.nn:Identity", dataset=f"folder:{folder}")
+    assert same.input_shape == (3, 32, 32)  # the folder's own shape by default
+    assert views.dataset_for(same, "test").mean == h.data.mean

@@ -25,7 +25,7 @@ def data_dir_option(f: F) -> F:
         default=None,
         envvar="CONVLENS_DATA_DIR",
         show_envvar=True,
-        help="Use the IDX files in this directory; nothing is downloaded.",
+        help="Use the IDX files (or CIFAR's extracted folder or archive) in this directory; nothing is downloaded.",
     )(f)
 
 
