@@ -145,8 +145,12 @@ def dataset_for(source: Run | ModelHandle, split: Split = "test", *, data: Image
         if spec.mean and (tuple(spec.mean), tuple(spec.std)) != (ds.mean, ds.std):  # normalised as in training
             ds = dataclasses.replace(ds, mean=tuple(spec.mean), std=tuple(spec.std))
         return ds
+    from convlens.data.spec import is_spec, parse
     from convlens.data.transforms import fit_images
 
+    if is_spec(spec.name) and parse(spec.name).kind == "folder" and ds.shape != handle.input_shape:
+        c, h, w = handle.input_shape  # a folder is read at the model's size: resized and centre-cropped
+        ds = load_dataset(spec.name, split, size=(h, w), channels=c if c in (1, 3) else None)
     computed = None
     if not spec.mean:  # no published constants: those of the training split, as in training
         ref = ds if split == "train" else load_dataset(spec.name, "train", data_dir=data_dir, check=False)
@@ -156,6 +160,8 @@ def dataset_for(source: Run | ModelHandle, split: Split = "test", *, data: Image
     mean, std = norm
     if ds.shape == handle.input_shape and (tuple(mean), tuple(std)) == (ds.mean, ds.std):
         return ds
+    if ds.shape == handle.input_shape:  # (a streamed dataset has no images to replace)
+        return dataclasses.replace(ds, mean=tuple(mean), std=tuple(std))
     return dataclasses.replace(ds, images=fit_images(ds.images, handle.input_shape), mean=tuple(mean), std=tuple(std))
 
 
@@ -704,7 +710,9 @@ def conv_apply(
 
 def default_run_dir(arch: str = "seed-cnn", dataset: str = "mnist", seed: int = 0) -> Path:
     """Where ``convlens train`` writes a run unless told: ``runs/<arch>-<dataset>-seed<seed>``."""
-    return Path("runs") / f"{arch}-{dataset}-seed{seed}"
+    from convlens.data.spec import slug
+
+    return Path("runs") / f"{arch}-{slug(dataset)}-seed{seed}"
 
 
 def train_run(

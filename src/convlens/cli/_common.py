@@ -25,7 +25,7 @@ def data_dir_option(f: F) -> F:
         default=None,
         envvar="CONVLENS_DATA_DIR",
         show_envvar=True,
-        help="Use the IDX files in this directory; nothing is downloaded.",
+        help="Use the IDX files (or CIFAR's extracted folder or archive) in this directory; nothing is downloaded.",
     )(f)
 
 
@@ -266,7 +266,8 @@ def model_source(f: F) -> F:
                      help="With --model: the shape of one input [default: the dataset's, 1,28,28]; "
                           "data and images are fitted to it.")(f)
     f = click.option("--dataset", default="mnist", show_default=True,
-                     help="With --model: the dataset the model reads (for inputs and normalisation).")(f)
+                     help="With --model: the dataset the model reads (for inputs and normalisation): mnist, "
+                          "fashion-mnist, kmnist, cifar10, cifar100, folder:PATH or npz:PATH (a run records its own).")(f)
     f = click.option("--weights", type=click.Path(path_type=Path), default=None,
                      help="With --model: a state dict (.pt/.pth read with weights_only=True, or .safetensors).")(f)
     f = click.option("--model", "spec", default=None, metavar="MODULE:FACTORY",

@@ -56,7 +56,9 @@ def demo(out: Path, data_dir: Path | None, device: str, epochs: int | None, seed
 
 @app.command()
 @click.option("--arch", default="seed-cnn", show_default=True, help="Architecture name (see `convlens models`).")
-@click.option("--dataset", default="mnist", show_default=True, help="mnist, fashion-mnist or kmnist.")
+@click.option("--dataset", default="mnist", show_default=True,
+              help="mnist, fashion-mnist, kmnist, cifar10, cifar100, folder:PATH[?size=32] or npz:PATH "
+                   "(see docs/data.md).")
 @data_dir_option
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Run directory [default: runs/<arch>-<dataset>-seed<seed>].")
@@ -133,9 +135,14 @@ def import_weights(weights: Path, arch: str, dataset: str, out: Path, force: boo
 @app.command()
 @click.argument("dataset", default="mnist")
 def download(dataset: str) -> None:
-    """Download DATASET (mnist, fashion-mnist, kmnist) into the cache, verifying checksums."""
+    """Download DATASET (mnist, fashion-mnist, kmnist, cifar10, cifar100) into the cache, verifying checksums."""
     from convlens.data.sources import download as fetch
 
+    if dataset in ("cifar10", "cifar100"):
+        from convlens.data.cifar import locate_cifar
+
+        click.echo(f"{dataset:13s} {locate_cifar(dataset)[0]}")
+        return
     paths = fetch(dataset)
     for key, path in paths.items():
         click.echo(f"{key:13s} {path}")

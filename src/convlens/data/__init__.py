@@ -14,12 +14,14 @@ from convlens.data.dataset import ImageDataset, load_dataset, normalise
 from convlens.data.idx import read_idx, read_idx_pair, write_idx
 from convlens.data.images import load_image
 from convlens.data.sources import SOURCES, Source, cache_dir, download, get_source, resolve_files
+from convlens.data.stream import StreamingDataset
 from convlens.data.transforms import random_shift
 
 __all__ = [
     "SOURCES",
     "ImageDataset",
     "Source",
+    "StreamingDataset",
     "cache_dir",
     "download",
     "get_source",

@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import SupportsIndex
+from typing import Any, SupportsIndex
 
 import numpy as np
 import torch
@@ -276,6 +276,7 @@ def load_dataset(
     data_dir: str | os.PathLike[str] | None = None,
     base_url: str | None = None,
     check: bool = True,
+    **options: Any,
 ) -> ImageDataset:
     """Load one split of a dataset into memory.
 
@@ -290,11 +291,26 @@ def load_dataset(
     dataset (an official file's checksum, or their mean pixel; the rule is in
     :mod:`convlens.data.fingerprint`).
 
+    ``name`` may also be a spec of :mod:`convlens.data.spec`: ``"cifar10"``,
+    ``"cifar100"``, ``"folder:PATH"`` or ``"npz:PATH"``, with ``options`` (``size=``,
+    ``channels=``, ``test=``, ``seed=``, ``mean=``, ``std=``, ``stream=``, ...). A folder
+    larger than the memory budget comes back as a
+    :class:`~convlens.data.stream.StreamingDataset`, which presents the same interface.
+
     Raises:
         DataError: unknown dataset or split, files missing, labels outside the
             class list, or the files are another dataset's. IDXError / DownloadError
             (both DataErrors) for corrupt files and failed downloads.
     """
+    from convlens.data.spec import check_options, is_spec
+
+    if is_spec(name):
+        from convlens.data.loaded import Loaded
+        from convlens.data.spec import load_spec
+
+        got = load_spec(str(name), split, data_dir=data_dir, base_url=base_url, **options)
+        return ImageDataset(**got.fields()) if isinstance(got, Loaded) else got  # else a StreamingDataset
+    check_options(name, options)
     from convlens.data.manifest import manifest_source
 
     src = manifest_source(name, data_dir) or get_source(name)  # a `make-dataset` directory names its data

@@ -94,7 +94,11 @@ class Fingerprint:
 
 def fingerprint(images: Any, labels: Any = None) -> Fingerprint:
     """The :class:`Fingerprint` of uint8 ``images`` (N×H×W or N×C×H×W, NumPy or torch)
-    and, if given, their ``labels``."""
+    and, if given, their ``labels``. Images streamed from disk
+    (:class:`convlens.data.stream.LazyImages`) give the fingerprint of their index."""
+    streamed = getattr(images, "fingerprint", None)
+    if callable(streamed):
+        return streamed(labels)
     a = np.ascontiguousarray(images.numpy() if hasattr(images, "numpy") else np.asarray(images))
     if a.dtype != np.uint8 or a.ndim not in (3, 4):
         raise DataError(f"a fingerprint needs uint8 images N×H×W or N×C×H×W, got {a.dtype} of shape {a.shape}")

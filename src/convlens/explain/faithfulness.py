@@ -439,8 +439,9 @@ def _images(data: ImageDataset | Tensor, n: int | None, seed: int) -> tuple[Tens
     images of ``data`` (an ImageDataset, or a tensor of normalised images), a seeded
     random sample if ``n`` is smaller than the data."""
     from convlens.data import ImageDataset
+    from convlens.data.stream import StreamingDataset
 
-    if isinstance(data, ImageDataset):
+    if isinstance(data, (ImageDataset, StreamingDataset)):  # a streamed one decodes only the sample
         total = len(data)
         idx = _sample(total, n, seed)
         x = data.normalise(data.images[idx])

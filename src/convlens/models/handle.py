@@ -158,10 +158,10 @@ def open_model(
         return ModelHandle.from_run(load_run(run, device=device))
     if spec is None and arch is None:
         raise ConfigError("no model given: pass a run directory (RUN) or --model module:factory")
-    from convlens.data.sources import get_source
+    from convlens.data.spec import dataset_source
 
-    src = get_source(dataset)
-    shape = parse_shape(input_shape) if isinstance(input_shape, str) else (input_shape or (1, 28, 28))
+    src, data_shape = dataset_source(dataset)  # an IDX name, or a spec (folder:PATH, npz:PATH, cifar10, ...)
+    shape = parse_shape(input_shape) if isinstance(input_shape, str) else (input_shape or data_shape or (1, 28, 28))
     if shape[1] * shape[2] > MAX_INPUT_PIXELS:
         raise ConfigError(f"input shape {shape[0]},{shape[1]},{shape[2]} has {shape[1] * shape[2]:,} pixels, "
                           f"more than the {MAX_INPUT_PIXELS:,} (4096×4096) convlens opens a model for; give a smaller "

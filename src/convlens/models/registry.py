@@ -78,3 +78,20 @@ def four_conv_cnn(*, in_channels: int = 1, input_size: tuple[int, int] = (28, 28
                ConvSpec(32, 3, padding=1), ConvSpec(32, 3, padding=1, pool=2)),
         in_channels=in_channels, input_size=input_size, num_classes=num_classes, arch="four-conv-cnn",
     )
+
+
+@register("cifar-cnn", "for 32×32 colour images (CIFAR): five 3×3 conv stages (32, 32, 64, 64, 128) with batch norm, "
+                       "pooling after the 2nd, 4th and 5th")
+def cifar_cnn(*, in_channels: int = 3, input_size: tuple[int, int] = (32, 32),
+              num_classes: int = 10) -> CNNConfig:
+    return CNNConfig(
+        convs=(
+            ConvSpec(32, 3, padding=1, batch_norm=True),
+            ConvSpec(32, 3, padding=1, pool=2, batch_norm=True),
+            ConvSpec(64, 3, padding=1, batch_norm=True),
+            ConvSpec(64, 3, padding=1, pool=2, batch_norm=True, dropout=0.1),
+            ConvSpec(128, 3, padding=1, pool=2, batch_norm=True, dropout=0.2),
+        ),
+        in_channels=in_channels, input_size=input_size, num_classes=num_classes,
+        classifier_dropout=0.3, arch="cifar-cnn",
+    )

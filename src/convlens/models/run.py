@@ -281,11 +281,12 @@ def import_weights(
     file. Its names and shapes must match ``arch`` exactly. The run records where the
     weights came from; its metrics hold no epochs (it was not trained here).
     """
-    from convlens.data.sources import get_source
+    from convlens.data.spec import dataset_source
     from convlens.models.registry import get_config
 
-    src = get_source(dataset)
-    cfg = get_config(arch, num_classes=len(src.classes))
+    src, shape = dataset_source(dataset)
+    c, h, w = shape or (1, 28, 28)
+    cfg = get_config(arch, in_channels=c, input_size=(h, w), num_classes=len(src.classes))
     with claim(out):
         ensure_replaceable(out, overwrite=overwrite)
         return _import_into(out, weights, arch, cfg, src, overwrite)

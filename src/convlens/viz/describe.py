@@ -59,3 +59,44 @@ def top_indices(values: np.ndarray, k: int = 3) -> list[int]:
     """Indices of the ``k`` largest values, largest first (stable for ties)."""
     order = np.argsort(-np.asarray(values), kind="stable")
     return [int(i) for i in order[:k]]
+
+
+#: Hue names by their centre angle on the HSV colour wheel, in degrees.
+_HUES = ((0, "red"), (30, "orange"), (60, "yellow"), (120, "green"), (180, "cyan"), (240, "blue"),
+         (280, "purple"), (320, "magenta"), (360, "red"))
+
+
+def colour_name(rgb: Sequence[float]) -> str:
+    """The everyday name of a colour ``(r, g, b)`` in [0, 1]: a hue (``"red"``, ``"green"``,
+    ``"blue"``, ...), prefixed ``"dark "``/``"light "``, or a gray (``"black"``, ``"gray"``,
+    ``"white"``) when it is nearly colourless.
+
+    >>> colour_name((0.9, 0.1, 0.1)), colour_name((0.5, 0.5, 0.52)), colour_name((0.1, 0.1, 0.5))
+    ('red', 'gray', 'dark blue')
+    """
+    import colorsys
+
+    r, g, b = (min(max(float(v), 0.0), 1.0) for v in rgb)
+    h, s, v = colorsys.rgb_to_hsv(r, g, b)
+    if s < 0.2 or v < 0.12:
+        return "black" if v < 0.2 else "white" if v > 0.85 and s < 0.2 else "gray"
+    deg = h * 360.0
+    hue = min(_HUES, key=lambda item: abs(item[0] - deg))[1]
+    return f"dark {hue}" if v < 0.55 else f"light {hue}" if s < 0.45 else hue
+
+
+def mean_colour(image: np.ndarray) -> str:
+    """The name of the mean colour of an RGB image ``(3, H, W)`` with values in [0, 1]."""
+    return colour_name(np.asarray(image, dtype=np.float64).reshape(3, -1).mean(axis=1))
+
+
+def filter_colour(weight: np.ndarray) -> str:
+    """What colour an RGB filter ``(3, kh, kw)`` responds to most: the colour of its summed
+    weight per channel, drawn as in the filter figure (0.5 + w / 2·max|w|), e.g. ``"red"``
+    for a filter with positive red and negative green and blue weights; ``"no colour"`` when
+    its channels' sums are nearly equal (it sees brightness, not colour)."""
+    v = np.asarray(weight, dtype=np.float64).reshape(3, -1).sum(axis=1)
+    m = float(np.abs(v).max())
+    if m == 0 or float(v.max() - v.min()) < 0.2 * m:
+        return "no colour (its channels weigh alike: brightness)"
+    return colour_name(0.5 + v / (2 * m))

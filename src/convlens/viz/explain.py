@@ -18,7 +18,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 
 from convlens.errors import ConfigError
-from convlens.viz.describe import fmt, listing
+from convlens.viz.describe import colour_name, fmt, listing, mean_colour
 from convlens.viz.figure import Explained, new_figure
 from convlens.viz.palettes import OKABE_ITO, PaletteName
 from convlens.viz.palettes import palette as get_palette
@@ -103,13 +103,16 @@ def _strokes_words(input_label: str) -> str:
 
 
 def _display(image: np.ndarray) -> tuple[np.ndarray, str | None]:
-    img = np.asarray(image, dtype=np.float64)
+    raw = np.asarray(image)
+    img = raw.astype(np.float64)
     if img.ndim == 3 and img.shape[0] == 1:
         img = img[0]
     if img.ndim == 3 and img.shape[0] == 3:
         img = img.transpose(1, 2, 0)
     if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] != 3):
         raise ConfigError(f"input image must be H×W, 1×H×W or 3×H×W, got shape {np.asarray(image).shape}")
+    if img.ndim == 3 and raw.dtype == np.uint8:  # colour pixels as they are, not stretched
+        return img / 255.0, None
     lo, hi = float(img.min()), float(img.max())
     img = (img - lo) / ((hi - lo) or 1.0)
     return img, ("gray" if img.ndim == 2 else None)
@@ -191,11 +194,15 @@ def overlay_figure(
     strokes = _strokes_words(input_label)
     caption = f"{about} {w.phrase(strokes)}."
     rows, cols = h.shape
+    colour = disp.ndim == 3
+    seen = f"a colour image of {rows}×{cols} RGB pixels, mostly {mean_colour(disp.transpose(2, 0, 1))}" if colour \
+        else f"{rows}×{cols} pixels"
+    at_peak = f" (a {colour_name(disp[w.peak[0], w.peak[1]])} pixel)" if colour else ""
     alt = (
-        f"Two panels. Left: {input_label}, {rows}×{cols} pixels. Right: the {method} heatmap for {target} drawn over "
+        f"Two panels. Left: {input_label}, {seen}. Right: the {method} heatmap for {target} drawn over "
         f"it at {alpha:.0%} opacity in {pal.sequential} ({'dark to bright' if pal.sequential == 'gray' else 'dark purple for low, yellow for high'} relevance). "
         + ("The map is zero everywhere." if w.empty else
-           f"It peaks at row {w.peak[0]}, column {w.peak[1]}, and {w.phrase(strokes)}"
+           f"It peaks at row {w.peak[0]}, column {w.peak[1]}{at_peak}, and {w.phrase(strokes)}"
            + (f" (those pixels cover {w.strokes_area:.0%} of the image)." if w.strokes_area is not None else "."))
     )
     return Explained(fig, caption, alt, title=about,

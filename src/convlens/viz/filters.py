@@ -11,7 +11,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 
 from convlens.errors import ConfigError
-from convlens.viz.describe import fmt, listing, orientation, top_indices
+from convlens.viz.describe import filter_colour, fmt, listing, orientation, top_indices
 from convlens.viz.figure import Explained, new_figure
 from convlens.viz.palettes import OKABE_ITO, PaletteName
 from convlens.viz.palettes import palette as get_palette
@@ -68,6 +68,7 @@ def filters_figure(
 
     norm = Normalize(-vmax_all, vmax_all)
     shown = []
+    rgb_tiles: list[Any] = []  # the RGB images drawn, one per filter (as_rgb)
     if n_in == 1 or as_rgb:
         cols = int(np.ceil(np.sqrt(n_out * 1.6)))
         rows = int(np.ceil(n_out / cols))
@@ -79,7 +80,8 @@ def filters_figure(
             ax = axes.flat[i]
             m = vmax_all if scale == "shared" else per_filter_max[i]
             if as_rgb:
-                ax.imshow(np.clip(0.5 + w[i].transpose(1, 2, 0) / (2 * m), 0, 1), interpolation="nearest")
+                rgb_tiles.append(ax.imshow(np.clip(0.5 + w[i].transpose(1, 2, 0) / (2 * m), 0, 1),
+                                           interpolation="nearest"))
             else:
                 shown.append(ax.imshow(w[i, 0], cmap=pal.diverging, norm=Normalize(-m, m), interpolation="nearest"))
             ax.set_title(str(i), fontsize=7, pad=2)
@@ -95,7 +97,8 @@ def filters_figure(
         cmap = colormaps[pal.diverging].with_extremes(bad="0.6" if pal.name != "gray" else OKABE_ITO[0])
         m = vmax_all if scale == "shared" else 1.0
         shown.append(ax.imshow(mosaic, cmap=cmap, norm=Normalize(-m, m), interpolation="nearest"))
-        ax.set_xticks(np.arange(n_in) * (kw + 1) + (kw - 1) / 2, [str(c) for c in range(n_in)], fontsize=6)
+        channel_names = ["R", "G", "B"] if n_in == 3 else [str(c) for c in range(n_in)]
+        ax.set_xticks(np.arange(n_in) * (kw + 1) + (kw - 1) / 2, channel_names, fontsize=6)
         ax.set_yticks(np.arange(n_out) * (kh + 1) + (kh - 1) / 2, [str(i) for i in range(n_out)], fontsize=6)
         ax.tick_params(length=0)
         ax.set_xlabel("input channel", fontsize=8)
@@ -120,12 +123,18 @@ def filters_figure(
     norms = np.sqrt((w**2).reshape(n_out, -1).sum(axis=1))
     strongest = top_indices(norms, 3)
     described = [
-        f"{i} ({orientation(w[i].mean(axis=0)) if n_in > 1 else orientation(w[i, 0])})" for i in strongest
+        f"{i} ({orientation(w[i].mean(axis=0)) if n_in > 1 else orientation(w[i, 0])}"
+        + (f", responds most to {filter_colour(w[i])}" if n_in == 3 else "") + ")" for i in strongest
     ]
     layout = (
-        "as RGB images" if as_rgb else ("one tile per filter" if n_in == 1 else f"one row per filter and one column per input channel ({n_in})")
+        "as RGB images (each weight w drawn as 0.5 + w / 2m in its colour channel, m the largest magnitude, so "
+        "mid-gray is zero and a red tile is a filter that weighs red above green and blue)" if as_rgb
+        else ("one tile per filter" if n_in == 1 else
+              "one row per filter and one column per input channel (3) in the order red, green, blue" if n_in == 3
+              else f"one row per filter and one column per input channel ({n_in})")
     )
-    colour = "grayscale" if pal.name == "gray" else "red positive, blue negative, white zero"
+    colour = ("in colour" if as_rgb else "grayscale" if pal.name == "gray"
+              else "red positive, blue negative, white zero")
     caption = (
         f"The {n_out} learned {kh}×{kw} filters of {layer} ({n_in} input channel{'s' * (n_in != 1)}), "
         f"{layout}, on {scale_words}; {colour}."
@@ -133,12 +142,14 @@ def filters_figure(
     alt = (
         f"Grid of {n_out} filters of layer {layer}, each {kh}×{kw} pixels"
         f"{'' if n_in == 1 or as_rgb else f' per input channel, {n_in} input channels'}. "
+        f"{'They are drawn as colour (RGB) tiles. ' if as_rgb else ''}"
+        f"{'The columns are the red, green and blue channels. ' if n_in == 3 and not as_rgb else ''}"
         f"Weights range from {fmt(float(w.min()))} to {fmt(float(w.max()))}. "
         f"Strongest filters by weight norm: {listing(described)}."
     )
     return Explained(
         fig, caption, alt, title=title,
-        data={"weights": w, "vmax": vmax_all, "scale": scale, "layer": layer, "images": shown,
+        data={"weights": w, "vmax": vmax_all, "scale": scale, "layer": layer, "images": shown, "rgb_tiles": rgb_tiles,
               "mosaic": mosaic, "strongest": strongest},
     )
 

@@ -170,9 +170,11 @@ def topk_gallery(
         if show_filters:
             assert topk.filters is not None  # for mypy: checked above
             f = _array(topk.filters[idx[r]]).astype(np.float64)  # (C_in, kh, kw)
-            fimg = f.mean(axis=0)
             m = float(np.abs(f).max()) or 1.0
-            axes[r, 0].imshow(fimg, cmap=pal.diverging, vmin=-m, vmax=m, interpolation="nearest")
+            if f.shape[0] == 3:  # an RGB filter in colour, as in the filters figure
+                axes[r, 0].imshow(np.clip(0.5 + f.transpose(1, 2, 0) / (2 * m), 0, 1), interpolation="nearest")
+            else:
+                axes[r, 0].imshow(f.mean(axis=0), cmap=pal.diverging, vmin=-m, vmax=m, interpolation="nearest")
             axes[r, 0].set_ylabel(f"ch {ch}", fontsize=7)
             if r == 0:
                 axes[r, 0].set_title("filter", fontsize=7)
@@ -201,7 +203,9 @@ def topk_gallery(
         f"For {shown} of {topk.layer} (rows), the {k} of {topk.n_inputs:,} inputs that excite the channel most, "
         f"cropped to the {rf}-pixel receptive field of the unit where it peaks; above each crop its peak "
         f"activation, below it the input's index."
-        + (" The first column shows the channel's filter (red positive, blue negative)." if show_filters else "")
+        + ((" The first column shows the channel's filter in colour (mid-gray zero; a red tile weighs red above "
+            "green and blue)." if n_in == 3 else " The first column shows the channel's filter (red positive, blue "
+            "negative).") if show_filters else "")
         + (f" {outside[0].capitalize()} pixels lie outside the image (padding)." if np.isnan(crops).any() else "")
     )
     strongest = top_indices(values[:, 0], 3)

@@ -7,17 +7,20 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 
 from convlens.errors import ConfigError
-from convlens.viz.describe import fmt, listing, top_indices
+from convlens.viz.describe import fmt, listing, mean_colour, top_indices
 from convlens.viz.figure import Explained, new_figure
 from convlens.viz.palettes import PaletteName
 from convlens.viz.palettes import palette as get_palette
 
 
 def _image_for_display(image: np.ndarray) -> tuple[np.ndarray, str | None]:
-    img = np.asarray(image, dtype=np.float64)
+    raw = np.asarray(image)
+    img = raw.astype(np.float64)
     if img.ndim == 3 and img.shape[0] == 1:
         img = img[0]
     if img.ndim == 3 and img.shape[0] == 3:
+        if raw.dtype == np.uint8:  # pixels as they are: the colours of the image
+            return img.transpose(1, 2, 0) / 255.0, None
         lo, hi = img.min(), img.max()
         return (img.transpose(1, 2, 0) - lo) / ((hi - lo) or 1.0), None
     if img.ndim != 2:
@@ -107,8 +110,10 @@ def maps_figure(
         f"The {c} feature maps{which} of {layer} at stage {stage} for {input_label}, each {h}×{w}{order_words}, "
         f"on {scale_words}; each map is titled with its channel and maximum activation."
     )
+    colour_words = (f" (a colour image, {disp.shape[0]}×{disp.shape[1]} RGB pixels, mostly {mean_colour(disp.transpose(2, 0, 1))})"
+                    if disp.ndim == 3 else "")
     alt = (
-        f"{input_label[:1].upper()}{input_label[1:]} on the left; on the right a grid of {c} feature maps of layer {layer} ({stage}), "
+        f"{input_label[:1].upper()}{input_label[1:]}{colour_words} on the left; on the right a grid of {c} feature maps of layer {layer} ({stage}), "
         f"each {h}×{w} pixels, values from {fmt(float(m.min()))} to {fmt(float(m.max()))}. "
         f"Strongest channels: {listing([f'{label[i]} (max {fmt(float(maxima[i]))})' for i in strongest])}."
         + (f" {len(silent)} channel{'s' * (len(silent) != 1)} silent (no positive activation): "
@@ -116,6 +121,6 @@ def maps_figure(
     )
     return Explained(
         fig, caption, alt, title=title,
-        data={"maps": m, "order": order, "maxima": maxima, "images": shown, "strongest": strongest,
+        data={"maps": m, "input": disp, "order": order, "maxima": maxima, "images": shown, "strongest": strongest,
               "silent": silent, "channels": label},
     )
