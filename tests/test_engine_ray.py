@@ -207,3 +207,25 @@ def test_cli_engine_ray_prints_what_the_in_process_command_prints(ray_cluster: A
     assert got.replace(str(tmp_path / "b"), "OUT") == want.replace(str(tmp_path / "a"), "OUT")
     code, _, err = cli_call(capsys, *args, "--out", str(tmp_path / "c"), "--address", "10.0.0.1:6379")
     assert code != 0 and "--address goes with --engine ray" in err
+
+
+def test_a_streamed_folder_on_ray_equals_in_process(engine: RayEngine, tmp_path: Path) -> None:
+    # a folder read lazily (a StreamingDataset, shipped to the actors as its index) gives
+    # the numbers of the same folder in memory, in this process
+    from _data_beds import colour_images, write_folder
+    from convlens.data.stream import StreamingDataset
+
+    images, labels = colour_images(12, size=32, seed=4)
+    write_folder(tmp_path / "bed", images, labels, ["red", "green", "blue"])
+    streamed = convlens.load_dataset(f"folder:{tmp_path / 'bed'}?budget=1000", "train")
+    in_memory = convlens.load_dataset(f"folder:{tmp_path / 'bed'}", "train", budget="1GB")
+    assert isinstance(streamed, StreamingDataset) and not isinstance(in_memory, StreamingDataset)
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 5, 3), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 3))
+    with one_thread():
+        want = convlens.channel_stats(model, in_memory, ["0", "2"], batch_size=8, progress=False)
+        want_top = convlens.topk_examples(model, in_memory, "2", k=4, batch_size=8, progress=False)
+    engine.partitions, engine.shuffle = 3, 7
+    assert_same_stats(want, convlens.channel_stats(model, streamed, ["0", "2"], batch_size=8, engine=engine))
+    assert_same_topk(want_top, convlens.topk_examples(model, streamed, "2", k=4, batch_size=8, engine=engine))
