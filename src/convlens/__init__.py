@@ -30,12 +30,15 @@ _LAZY = {
     "receptive_field": "convlens.inspect.receptive",
     "load_dataset": "convlens.data",
     "ConvlensError": "convlens.errors",
+    "featvis": "convlens.inspect.featvis",
+    "classify_filters": "convlens.inspect.kinds",
+    "Tracker": "convlens.train.tracking",
 }
 
 __all__ = [
-    "ConvlensError", "Run", "TrainConfig", "__version__", "build_model", "cam", "capture",
-    "channel_stats", "cka", "faithfulness", "layers", "load_dataset", "load_model", "load_run",
-    "receptive_field", "topk_examples", "train",
+    "ConvlensError", "Run", "Tracker", "TrainConfig", "__version__", "build_model", "cam", "capture",
+    "channel_stats", "cka", "classify_filters", "faithfulness", "featvis", "layers", "load_dataset",
+    "load_model", "load_run", "receptive_field", "topk_examples", "train",
 ]
 
 
@@ -58,8 +61,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from convlens.errors import ConvlensError
     from convlens.explain import cam, faithfulness
     from convlens.inspect import capture, channel_stats, layers, topk_examples
+    from convlens.inspect.featvis import featvis
+    from convlens.inspect.kinds import classify_filters
     from convlens.inspect.receptive import receptive_field
     from convlens.models import build_model
     from convlens.models.external import load_model
     from convlens.models.run import Run, load_run
     from convlens.train import TrainConfig, train
+    from convlens.train.tracking import Tracker
