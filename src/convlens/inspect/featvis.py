@@ -81,7 +81,7 @@ class FeatVis:
     ``max_norm``: the model input itself). ``inputs``: what the model reads (normalised).
     ``channels`` (N): the channel each image maximises (each repeated ``per_channel``
     times). ``activation`` (N): the objective on the untransformed image at the end (the
-    channel's mean over space, or the unit's value). ``peak`` (N): the channel's maximum
+    mean over space of the channel's positive part, or the unit's value). ``peak`` (N): the channel's maximum
     over space on it (what :func:`convlens.inspect.topk_examples` ranks natural inputs
     by). ``history`` (steps, N): the objective at every step (on the transformed image).
     """
@@ -205,16 +205,24 @@ def _total_variation(x: Tensor) -> Tensor:  # (N,) mean absolute difference of n
     return dy + dx
 
 
+#: Slope of the negative part in the channel objective (see :func:`_objective`).
+LEAK = 0.01
+
+
 def _objective(value: Tensor, index: Tensor, unit: tuple[int, int] | None) -> Tensor:
-    """Image ``i``'s score: channel ``index[i]`` of ``value`` (N, C[, H, W]), its mean over
-    space, or its value at ``unit``."""
+    """Image ``i``'s score: channel ``index[i]`` of ``value`` (N, C[, H, W]); for a map, its
+    value at ``unit``, or the mean over space of its positive part (what a ReLU after it
+    passes on; the negative part counts with slope :data:`LEAK`, so that a channel
+    negative everywhere still has a gradient). Without the positive part, a pre-activation
+    map's mean rewards making most of the map less negative rather than making the
+    channel fire."""
     rows = torch.arange(len(index), device=value.device)
     picked = value[rows, index]  # (N,) or (N, H, W)
     if picked.dim() == 1:
         return picked
     if unit is not None:
         return picked[:, unit[0], unit[1]]
-    return picked.flatten(1).mean(dim=1)
+    return F.leaky_relu(picked, LEAK).flatten(1).mean(dim=1)
 
 
 def _gram_diversity(value: Tensor, groups: int, per: int) -> Tensor:
@@ -242,7 +250,7 @@ def featvis(
     std: float | Sequence[float] | None = None,
     param: Param = "fourier",
     decay: float = 1.0,
-    lr: float = 0.05,
+    lr: float = 0.1,
     jitter: int = 1,
     scale: Sequence[float] = (1.0, 0.975, 1.025, 0.95, 1.05),
     rotate: float = 5.0,
@@ -262,7 +270,7 @@ def featvis(
         channels: which channels (default: all of the layer's).
         steps: Adam steps (learning rate ``lr``).
         unit: ``(row, col)``: maximise that one unit of each channel's map instead of the
-            channel's mean.
+            mean of the channel's positive part over space.
         input_shape: ``(C, H, W)`` of one input (default: the run's or handle's).
         mean, std: the model's input normalisation (one value or one per channel;
             default: the run's, else none: mean 0, std 1).
@@ -395,15 +403,17 @@ def _scores(model: nn.Module, layer: str, x: Tensor, index: Tensor,
 
 
 def earlier_layer(model: nn.Module, layer: str) -> str | None:
-    """The last ``Conv2d`` or ``Linear`` before ``layer`` in ``named_modules()`` order
-    (None: ``layer`` is the first, so the input itself is the earlier representation)."""
-    before: str | None = None
+    """The ``Conv2d`` or ``Linear`` before the one that computes ``layer`` (``layer`` itself
+    if it is one, else the last one before it in ``named_modules()`` order, so that
+    ``relu2`` and ``conv2`` both look back to ``conv1``); None when there is none (the
+    input itself is then the earlier representation)."""
+    weighted: list[str] = []
     for name, module in model.named_modules():
-        if name == layer:
-            return before
         if name and isinstance(module, (nn.Conv2d, nn.Linear)) and not layer.startswith(name + "."):
-            before = name
-    return before
+            weighted.append(name)
+        if name == layer:
+            break
+    return weighted[-2] if len(weighted) >= 2 else None
 
 
 @dataclass
