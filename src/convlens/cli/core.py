@@ -120,8 +120,8 @@ def train(arch: str, dataset: str, data_dir: Path | None, out: Path | None, devi
     con.print(f"run: [bold]{out}[/]")
     if tracker is not None:
         con.print(f"tracking: [bold]{out / 'tracking'}[/] ({len(tracker.records)} records, every {tracker.every} steps)")
-        if tracker.use_tb:
-            con.print(f"tensorboard: {tracker.hint(out)}")
+        if tracker.use_tb:  # one unwrapped line, to copy
+            click.echo(f"tensorboard: {tracker.hint(out)}")
         else:
             con.print("tensorboard: not written (pip install 'convlens[tensorboard]' for TensorBoard events)")
 
