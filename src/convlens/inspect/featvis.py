@@ -63,6 +63,8 @@ Param = Literal["fourier", "pixels"]
 
 #: The most images one call optimises (channels × per_channel); more is a budget error.
 MAX_IMAGES = 1024
+#: The most optimisation steps one call takes (a few hundred are usual).
+MAX_STEPS = 20000
 
 # An orthonormal opponent-colour basis (rows: luminance, red-green, blue-yellow), each
 # scaled down by how much that component varies in natural colour images (luminance
@@ -289,6 +291,9 @@ def featvis(
             a non-positive ``steps``, a unit outside the map (one line each).
     """
     steps = positive_int("steps", steps)
+    if steps > MAX_STEPS:
+        raise ConfigError(f"steps={steps} is more than the {MAX_STEPS} one visualisation takes; a few hundred "
+                          "are usual (--steps 256)")
     per_channel = positive_int("per_channel", per_channel)
     if param not in ("fourier", "pixels"):
         raise ConfigError(f"unknown param {param!r}: use 'fourier' or 'pixels'")
