@@ -905,12 +905,15 @@ def featvis_view(
 
     Everything the user gave is checked before the optimisation and the data pass."""
     from convlens.errors import positive_int
-    from convlens.inspect.featvis import featvis, layer_channels, reliability
+    from convlens.inspect.featvis import MAX_STEPS, featvis, layer_channels, reliability
     from convlens.inspect.topk import check_k, topk_examples
     from convlens.viz.featvis import MAX_ROWS, featvis_figure
 
     handle = _handle(source)
     steps = positive_int("steps", steps)
+    if steps > MAX_STEPS:
+        raise ConfigError(f"steps={steps} is more than the {MAX_STEPS} one visualisation takes; a few hundred "
+                          "are usual (--steps 256)")
     k = check_k(k)
     n_channels, _ = layer_channels(handle.model, layer, handle.input_shape)
     chosen = list(range(n_channels)) if channels is None else [int(c) for c in channels]
