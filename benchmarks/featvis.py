@@ -67,20 +67,24 @@ def part1(steps: int, repeats: int) -> None:
               f"{statistics.median(ratios):.1f}x (target >= 5x)")
 
 
-def part2(data_dir: Path, epochs: int, repeats: int) -> None:
+def part2(data_dir: Path, epochs: int, repeats: int, every: int) -> None:
     train_data = load_dataset("mnist", "train", data_dir=data_dir)
     test_data = load_dataset("mnist", "test", data_dir=data_dir)
     cfg = TrainConfig(epochs=epochs)
     print(f"\nPart 2: the demo's training ({epochs} epochs, {len(train_data)} images) with a Tracker every "
-          f"{DEFAULT_EVERY} steps (TensorBoard: {'yes' if tensorboard_available() else 'no'}) against none, "
+          f"{every} steps (TensorBoard: {'yes' if tensorboard_available() else 'no'}) against none, "
           f"{repeats} repetition(s), alternating")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        small = (train_data.subset(range(640)), test_data.subset(range(100)))  # warm-up of both paths, untimed
+        for cbs in ([], [Tracker(5)]):
+            train(get_config("seed-cnn"), *small, Path(tmp) / f"warm{len(cbs)}", TrainConfig(epochs=1), device="cpu",
+                  callbacks=cbs)
         for r in range(repeats):
             order = ["none", "tracked"] if r % 2 == 0 else ["tracked", "none"]
             got = {}
             for name in order:
-                callbacks = [Tracker()] if name == "tracked" else []
+                callbacks = [Tracker(every)] if name == "tracked" else []
                 out = Path(tmp) / f"{name}{r}"
                 got[name] = _timed(lambda: train(get_config("seed-cnn"), train_data, test_data, out,  # noqa: B023
                                                  cfg, device="cpu", callbacks=callbacks))  # noqa: B023
@@ -103,15 +107,18 @@ def main() -> None:
     ap.add_argument("--train-repeats", type=int, default=1, help="repetitions of part 2")
     ap.add_argument("--epochs", type=int, default=8, help="epochs of part 2 (the demo's: 8)")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--every", type=int, default=DEFAULT_EVERY, help="tracking cadence of part 2 (default: the default)")
+    ap.add_argument("--skip-featvis", action="store_true")
     ap.add_argument("--skip-training", action="store_true")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} intra-op thread(s), {os.cpu_count()} CPU(s), "
           f"{allocator()}, load average {os.getloadavg()[0]:.2f} at start")
-    part1(args.steps, args.repeats)
+    if not args.skip_featvis:
+        part1(args.steps, args.repeats)
     if not args.skip_training:
-        part2(args.data_dir, args.epochs, args.train_repeats)
+        part2(args.data_dir, args.epochs, args.train_repeats, args.every)
     print(f"load average {os.getloadavg()[0]:.2f} at the end")
 
 

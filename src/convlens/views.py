@@ -980,7 +980,7 @@ class EvolutionView:
     change: list[float]
     figure: Explained
     gif: bytes
-    source: str  # "tracking" or "snapshots"
+    source: str  # "snapshots", "tracking", or "tracking and snapshots"
 
     def to_dict(self) -> dict[str, object]:
         return {"steps": self.steps, "source": self.source, "weight_change_from_start": self.change,
@@ -991,21 +991,22 @@ class EvolutionView:
 
 def evolution_view(run: Run, *, max_frames: int = 40, palette: PaletteName = "default") -> EvolutionView:
     """conv1 from step 0 to the end as an animation, with the number of edge-like filters
-    and the weight change over the steps. Uses the run's tracking records when it was
-    trained with ``--track``, else its filter snapshots; at most ``max_frames`` evenly
+    and the weight change over the steps. Uses the run's filter snapshots and, when it
+    was trained with ``--track``, its tracking records too; at most ``max_frames`` evenly
     spaced steps (the first and the last always)."""
     from convlens.inspect.kinds import classify_filters
     from convlens.train.tracking import TRACKING, load_tracking
     from convlens.viz.featvis import evolution_animation
 
+    snaps, layer = run.snapshots(), run.snapshot_layer
     source = "snapshots"
-    if (Path(run.path) / TRACKING).is_dir():
+    if (Path(run.path) / TRACKING).is_dir():  # the tracker's records, with the snapshots between them
         doc, arrays = load_tracking(run.path)
-        snaps = {int(key.split("_")[-1]): v for key, v in arrays.items() if key.startswith("filters/")}
-        layer = str(doc.get("layer") or "conv1")
-        source = "tracking"
-    else:
-        snaps, layer = run.snapshots(), run.snapshot_layer
+        tracked = {int(key.split("_")[-1]): v for key, v in arrays.items() if key.startswith("filters/")}
+        if layer in ("", doc.get("layer")):
+            snaps = {**snaps, **tracked}
+            layer = str(doc.get("layer") or "conv1")
+            source = "tracking and snapshots" if len(snaps) > len(tracked) else "tracking"
     if not snaps:
         raise ConfigError(f"run {run.path} recorded no filter snapshots; train it with snapshot_every > 0 or --track")
     steps = sorted(snaps)

@@ -77,7 +77,7 @@ def demo(out: Path, data_dir: Path | None, device: str, epochs: int | None, seed
               help="Record the network on a fixed probe set while training, into RUN/tracking/ (and TensorBoard "
                    "events when the tensorboard extra is installed); training itself is unchanged.")
 @click.option("--track-every", type=click.IntRange(min=1), default=None, metavar="N",
-              help="With --track: steps between two records [default: 50].")
+              help="With --track: steps between two records [default: 200].")
 @device_option
 @force_option
 def train(arch: str, dataset: str, data_dir: Path | None, out: Path | None, device: str, seed: int, force: bool,

@@ -49,9 +49,12 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_EVERY", "TRACKING", "Tracker", "load_tracking", "tensorboard_available"]
 
-#: Steps between two records by default: tracking then adds at most a few per cent to
-#: the demo's training (see benchmarks/featvis.py and benchmarks/README.md).
-DEFAULT_EVERY = 50
+#: Steps between two records by default: chosen so that tracking adds at most 5% to the
+#: demo's training (6 records in its 936 steps, about 0.06 CPU s each against 13 ms a
+#: step; every 100 steps measured +7.5%: see benchmarks/featvis.py and
+#: benchmarks/README.md). ``convlens evolution`` also draws the run's filter snapshots
+#: (every 50 steps) between the records.
+DEFAULT_EVERY = 200
 #: The run's subdirectory the tracker writes.
 TRACKING = "tracking"
 _JSON, _TENSORS, _TB = "tracking.json", "tracking.safetensors", "tensorboard"
@@ -112,7 +115,7 @@ class Tracker:
     before ``on_start``; :meth:`attach` does the same for your own loop.
     """
 
-    def __init__(self, every: int = DEFAULT_EVERY, *, probe: int = 128, digits: int = 10,
+    def __init__(self, every: int = DEFAULT_EVERY, *, probe: int = 64, digits: int = 10,
                  tensorboard: bool | None = None, cam_method: str = "gradcam") -> None:
         self.every = positive_int("every", every)
         self.n_probe = positive_int("probe", probe)
