@@ -94,3 +94,18 @@ def test_bad_weights_are_one_line() -> None:
         classify_filters(np.zeros((2, 1, 2, 2)))
     with pytest.raises(ConfigError, match="NaN"):
         classify_filters(np.full((1, 1, 5, 5), np.nan))
+
+
+def test_the_kinds_figure_says_what_the_classifier_found() -> None:
+    import torch
+    from torch import nn
+
+    from convlens import views
+
+    x, _ = _grid(5, 5)
+    model = nn.Sequential(nn.Conv2d(1, 2, 5))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor(np.stack([np.tanh(x), np.exp(-(x**2 + _grid(5, 5)[1] ** 2) / 2)])[:, None]))
+    kinds, fig = views.filter_kinds(model)
+    assert fig.data["kinds"] == [k.kind for k in kinds] == ["edge", "blob"]
+    assert kinds.summary() in fig.caption and "1 edge" in fig.alt and "1 blob" in fig.alt
