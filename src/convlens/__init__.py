@@ -34,14 +34,17 @@ _LAZY = {
     "Audit": "convlens.diagnose.audit",
     "diagnose": "convlens.diagnose",
     "Diagnosis": "convlens.diagnose",
+    "featvis": "convlens.inspect.featvis",
+    "classify_filters": "convlens.inspect.kinds",
+    "Tracker": "convlens.train.tracking",
 }
 
 __all__ = [
-    "ConvlensError", "Diagnosis", "Run", "TrainConfig", "__version__", "build_model", "cam", "capture",
-    "channel_stats", "cka", "diagnose", "faithfulness", "layers", "load_dataset", "load_model", "load_run",
-    "receptive_field", "topk_examples", "train",
+    "Audit", "ConvlensError", "Diagnosis", "Run", "Tracker", "TrainConfig", "__version__", "audit",
+    "build_model", "cam", "capture", "channel_stats", "cka", "classify_filters", "diagnose",
+    "faithfulness", "featvis", "layers", "load_dataset", "load_model", "load_run", "receptive_field",
+    "topk_examples", "train",
 ]
-__all__ += ["Audit", "audit"]
 
 
 _lazy_getattr, __dir__ = lazy(__name__, _LAZY, __all__, globals())
@@ -65,8 +68,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from convlens.errors import ConvlensError
     from convlens.explain import cam, faithfulness
     from convlens.inspect import capture, channel_stats, layers, topk_examples
+    from convlens.inspect.featvis import featvis
+    from convlens.inspect.kinds import classify_filters
     from convlens.inspect.receptive import receptive_field
     from convlens.models import build_model
     from convlens.models.external import load_model
     from convlens.models.run import Run, load_run
     from convlens.train import TrainConfig, train
+    from convlens.train.tracking import Tracker

@@ -1304,3 +1304,173 @@ def diagnosis(
         [CellPanel(names[c.true], names[c.predicted], c.count, c.averaged, c.mean_cam_difference) for c in d.cells],
         method=method, n_inputs=d.n, palette=palette)
     return DiagnosisView(d, split, ds.name, figures)
+
+# --- feature visualisation ----------------------------------------------------------------------
+
+if TYPE_CHECKING:
+    from convlens.inspect.featvis import FeatVis, Reliability
+    from convlens.inspect.kinds import FilterKinds
+
+
+@dataclass
+class FeatVisView:
+    """What :func:`featvis_view` computed: the visualisations, the natural top-k they are
+    shown beside, the reliability scores, and the figure."""
+
+    vis: FeatVis
+    topk: TopKReport
+    reliability: Reliability
+    figure: Explained
+    kinds: FilterKinds | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "layer": self.vis.layer, "channels": self.vis.channels, "settings": self.vis.settings,
+            "activation": self.vis.activation.tolist(), "peak": self.vis.peak.tolist(),
+            "ratio_to_best_natural": [None if not np.isfinite(r) else float(r) for r in self.reliability.ratio],
+            "similarity": self.reliability.similarity.tolist(), "similarity_layer": self.reliability.earlier,
+            "kinds": None if self.kinds is None else self.kinds.to_dict(),
+            "caption": self.figure.caption, "alt": self.figure.alt,
+        }
+
+
+def featvis_view(
+    source: Run | ModelHandle,
+    layer: str = "conv2",
+    channels: Sequence[int] | None = None,
+    *,
+    steps: int = 256,
+    k: int = 6,
+    split: Split = "test",
+    seed: int = 0,
+    batch_size: int = 256,
+    data: ImageDataset | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    palette: PaletteName = "default",
+    **options: object,
+) -> FeatVisView:
+    """Visualise ``channels`` of ``layer`` (:func:`convlens.featvis`; ``options`` go to it)
+    and show each beside its ``k`` natural top-k examples from ``split``
+    (:func:`convlens.topk_examples`), with the reliability scores
+    (:func:`convlens.inspect.featvis.reliability`). For the model's first conv layer the
+    filter kinds (:func:`convlens.classify_filters`) are computed too.
+
+    Everything the user gave is checked before the optimisation and the data pass."""
+    from convlens.errors import positive_int
+    from convlens.inspect.featvis import MAX_STEPS, featvis, layer_channels, reliability
+    from convlens.inspect.topk import check_k, topk_examples
+    from convlens.viz.featvis import MAX_ROWS, featvis_figure
+
+    handle = _handle(source)
+    steps = positive_int("steps", steps)
+    if steps > MAX_STEPS:
+        raise ConfigError(f"steps={steps} is more than the {MAX_STEPS} one visualisation takes; a few hundred "
+                          "are usual (--steps 256)")
+    k = check_k(k)
+    n_channels, _ = layer_channels(handle.model, layer, handle.input_shape)
+    chosen = list(range(n_channels)) if channels is None else [int(c) for c in channels]
+    bad = [c for c in chosen if not 0 <= c < n_channels]
+    if bad or not chosen:
+        raise ConfigError(f"channel {bad[0]} is out of range: {layer} has channels 0..{n_channels - 1}" if bad
+                          else "no channels given")
+    if len(chosen) > MAX_ROWS:
+        raise ConfigError(f"{len(chosen)} channels is more than the {MAX_ROWS} one figure draws; pick some with "
+                          "--channels, e.g. 0-31")
+    ds = dataset_for(handle, split, data=data, data_dir=data_dir)
+    vis = featvis(handle, layer, chosen, steps=steps, seed=seed, **options)  # type: ignore[arg-type]
+    report = topk_examples(handle.model, ds, layer, k=k, channels=chosen, crops=False, batch_size=batch_size,
+                           progress=False)
+    top = report[layer]
+    rows = [top.row(c) for c in vis.channels]
+    index = top.indices[rows]  # (N, k)
+    natural = ds.normalise(ds.images[index.flatten()]).reshape(len(rows), top.k, *ds.shape)
+    best = top.values[rows, 0]
+    rel = reliability(handle, vis, natural, best)
+    pixels = (ds.images[index.flatten()].double() / 255.0).reshape(len(rows), top.k, *ds.shape).numpy()
+    fig = featvis_figure(vis.images, vis.channels, layer, natural=pixels, natural_values=top.values[rows].numpy(),
+                         natural_index=index.numpy(), ratio=rel.ratio, similarity=rel.similarity,
+                         earlier=rel.earlier, steps=steps, param=str(vis.settings["param"]), n_inputs=len(ds),
+                         split=split, palette=palette)
+    kinds = None
+    from torch import nn
+
+    first = next((n for n, m in handle.model.named_modules() if isinstance(m, nn.Conv2d)), None)
+    if layer == first:
+        from convlens.inspect.kinds import classify_filters
+
+        kinds = classify_filters(conv_weight(handle.model, layer), layer)
+        fig.caption += f" {kinds.summary()}."
+    return FeatVisView(vis, report, rel, fig, kinds)
+
+
+def filter_kinds(source: Source, layer: str | None = None, *, palette: PaletteName = "default"
+                 ) -> tuple[FilterKinds, Explained]:
+    """The kinds of ``layer``'s filters (default: the first conv layer) and a figure of them."""
+    from torch import nn
+
+    from convlens.inspect.kinds import classify_filters
+    from convlens.viz.featvis import kinds_figure
+
+    m = _model(source)
+    if layer is None:
+        layer = next((n for n, mod in m.named_modules() if isinstance(mod, nn.Conv2d)), None)
+        if layer is None:
+            raise LayerError("the model has no Conv2d layer whose filters could be classified")
+    w = conv_weight(m, layer)
+    kinds = classify_filters(w, layer)
+    fig = kinds_figure(w, [k.kind for k in kinds], [k.angle for k in kinds], [k.r2 for k in kinds], layer,
+                       kinds.summary(), palette=palette)
+    return kinds, fig
+
+
+@dataclass
+class EvolutionView:
+    """The evolution animation of a run's first conv layer (see :func:`evolution_view`)."""
+
+    steps: list[int]
+    kinds: list[FilterKinds]
+    change: list[float]
+    figure: Explained
+    gif: bytes
+    source: str  # "snapshots", "tracking", or "tracking and snapshots"
+
+    def to_dict(self) -> dict[str, object]:
+        return {"steps": self.steps, "source": self.source, "weight_change_from_start": self.change,
+                "oriented": [k.n_oriented for k in self.kinds], "counts": [k.counts() for k in self.kinds],
+                "start": self.kinds[0].to_dict(), "end": self.kinds[-1].to_dict(),
+                "caption": self.figure.caption, "alt": self.figure.alt}
+
+
+def evolution_view(run: Run, *, max_frames: int = 40, palette: PaletteName = "default") -> EvolutionView:
+    """conv1 from step 0 to the end as an animation, with the number of edge-like filters
+    and the weight change over the steps. Uses the run's filter snapshots and, when it
+    was trained with ``--track``, its tracking records too; at most ``max_frames`` evenly
+    spaced steps (the first and the last always)."""
+    from convlens.inspect.kinds import classify_filters
+    from convlens.train.tracking import TRACKING, load_tracking
+    from convlens.viz.featvis import evolution_animation
+
+    snaps, layer = run.snapshots(), run.snapshot_layer
+    source = "snapshots"
+    if (Path(run.path) / TRACKING).is_dir():  # the tracker's records, with the snapshots between them
+        doc, arrays = load_tracking(run.path)
+        tracked = {int(key.split("_")[-1]): v for key, v in arrays.items() if key.startswith("filters/")}
+        if layer in ("", doc.get("layer")):
+            snaps = {**snaps, **tracked}
+            layer = str(doc.get("layer") or "conv1")
+            source = "tracking and snapshots" if len(snaps) > len(tracked) else "tracking"
+    if not snaps:
+        raise ConfigError(f"run {run.path} recorded no filter snapshots; train it with snapshot_every > 0 or --track")
+    steps = sorted(snaps)
+    if len(steps) > max_frames:
+        steps = sorted({steps[round(i * (len(steps) - 1) / (max_frames - 1))] for i in range(max_frames)})
+    weights = {s: snaps[s].double().numpy() for s in steps}
+    w0 = weights[steps[0]]
+    base = float(np.linalg.norm(w0)) or 1.0
+    change = [float(np.linalg.norm(weights[s] - w0)) / base for s in steps]
+    kinds = [classify_filters(weights[s], layer) for s in steps]
+    fig, gif = evolution_animation(weights, [k.n_oriented for k in kinds], change, layer,
+                                   start_summary=kinds[0].summary(), end_summary=kinds[-1].summary(),
+                                   palette=palette)
+    fig.caption += f" At step {steps[0]}: {kinds[0].summary()}. At step {steps[-1]}: {kinds[-1].summary()}."
+    return EvolutionView(steps, kinds, change, fig, gif, source)

@@ -18,6 +18,7 @@ from convlens.cli import conv as _conv  # noqa: F401
 from convlens.cli import core as _core  # noqa: F401  (each module attaches its commands)
 from convlens.cli import diagnose as _diagnose  # noqa: F401
 from convlens.cli import explain as _explain  # noqa: F401
+from convlens.cli import featvis as _featvis  # noqa: F401
 from convlens.cli import inspect as _inspect  # noqa: F401
 from convlens.cli import report as _report  # noqa: F401
 from convlens.cli import serve as _serve  # noqa: F401

@@ -26,6 +26,7 @@ from convlens.cli._common import (
 
 if TYPE_CHECKING:
     from convlens.inspect.feature_maps import Stage
+    from convlens.train.callbacks import Callback
     from convlens.viz.palettes import PaletteName
 
 
@@ -74,10 +75,15 @@ def demo(out: Path, data_dir: Path | None, device: str, epochs: int | None, seed
 @click.option("--snapshot-every", type=click.IntRange(min=0), default=None,
               help="Record first-layer filters every N steps; 0: never [default: 50].")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--track", is_flag=True,
+              help="Record the network on a fixed probe set while training, into RUN/tracking/ (and TensorBoard "
+                   "events when the tensorboard extra is installed); training itself is unchanged.")
+@click.option("--track-every", type=click.IntRange(min=1), default=None, metavar="N",
+              help="With --track: steps between two records [default: 200].")
 @device_option
 @force_option
 def train(arch: str, dataset: str, data_dir: Path | None, out: Path | None, device: str, seed: int, force: bool,
-          **overrides: int | float | str | None) -> None:
+          track: bool, track_every: int | None, **overrides: int | float | str | None) -> None:
     """Train a model and write a run directory (config, weights, metrics, filter snapshots).
 
     An existing run is replaced only with --force (when the first epoch completes), and
@@ -90,11 +96,20 @@ def train(arch: str, dataset: str, data_dir: Path | None, out: Path | None, devi
     cfg = TrainConfig(seed=seed).updated(**overrides)
     out = out or views.default_run_dir(arch, dataset, seed)
     con = console()
+    callbacks: list[Callback] = [RichProgress(f"{arch} on {dataset}")]
+    if track_every is not None and not track:
+        raise click.UsageError("--track-every goes with --track")
+    tracker = None
+    if track:
+        from convlens.train.tracking import DEFAULT_EVERY, Tracker
+
+        tracker = Tracker(track_every or DEFAULT_EVERY)
+        callbacks.append(tracker)
     metrics = out / "metrics.json"
     before = metrics.stat().st_mtime_ns if metrics.exists() else None
     try:
         run = views.train_run(out, arch=arch, dataset=dataset, data_dir=data_dir, config=cfg, device=device,
-                              callbacks=[RichProgress(f"{arch} on {dataset}")], overwrite=force)
+                              callbacks=callbacks, overwrite=force)
     except KeyboardInterrupt:
         if before is not None and metrics.exists() and metrics.stat().st_mtime_ns == before:
             con.print(f"interrupted before the first epoch completed: {out} still holds the earlier run")
@@ -105,6 +120,12 @@ def train(arch: str, dataset: str, data_dir: Path | None, out: Path | None, devi
         raise
     con.print(f"test accuracy: [bold]{run.test_accuracy:.2%}[/]")
     con.print(f"run: [bold]{out}[/]")
+    if tracker is not None:
+        con.print(f"tracking: [bold]{out / 'tracking'}[/] ({len(tracker.records)} records, every {tracker.every} steps)")
+        if tracker.use_tb:  # one unwrapped line, to copy
+            click.echo(f"tensorboard: {tracker.hint(out)}")
+        else:
+            con.print("tensorboard: not written (pip install 'convlens[tensorboard]' for TensorBoard events)")
 
 
 @app.command()

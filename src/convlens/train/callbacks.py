@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 
 
 class Callback(Protocol):
+    """What the training loop calls. A callback may also define ``on_model(model, out,
+    test_data)``: the loop then shows it the model it trains, the run directory and the
+    test data before ``on_start`` (see :class:`convlens.train.tracking.Tracker`)."""
+
     def on_start(self, total_steps: int, steps_per_epoch: int) -> None: ...
     def on_step(self, step: int, stats: dict[str, float]) -> None: ...
     def on_epoch(self, record: dict[str, Any]) -> None: ...

@@ -169,6 +169,10 @@ def _train(model_config: CNNConfig, train_data: ImageDataset, test_data: ImageDa
         versions=library_versions(),
     )
     epochs: list[dict[str, Any]] = []
+    for cb in callbacks:  # a callback that watches the model (convlens.train.tracking.Tracker) is shown it
+        bind = getattr(cb, "on_model", None)
+        if bind is not None:
+            bind(model, out, test_data)
     for cb in callbacks:
         cb.on_start(total_steps, steps_per_epoch)
     step, epoch, started = 0, 0, time.perf_counter()
