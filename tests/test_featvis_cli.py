@@ -44,6 +44,11 @@ def test_featvis_writes_the_figure_beside_natural_examples(run_dir: Path, mnist_
     assert sidecar["caption"] in out
     scores = json.loads((tmp_path / f"{stem}-scores.json").read_text())
     assert scores["channels"] == [0, 1, 2] and scores["similarity_layer"] == "conv1"
+    assert scores["figures"] == {stem: {"caption": sidecar["caption"], "alt": sidecar["alt"]}}
+    from convlens.views import saved_results  # what the report and the app show of it
+
+    (saved,) = saved_results(tmp_path)
+    assert saved.key == f"{stem}-scores" and [f.stem for f in saved.figures] == [stem]
     # the reliability ratio is the optimised peak over the best natural one, from the top-k
     from convlens import load_run
     from convlens.data import load_dataset

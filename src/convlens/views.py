@@ -1071,21 +1071,28 @@ RESULT_FILES: dict[str, str] = {
     "diagnosis.json": "Diagnosis",
     "audit.json": "Background and spurious-cue audit",
     "compare.json": "Comparison with another model",
-    "featvis.json": "Feature visualisation",
+    "featvis-*-scores.json": "Feature visualisation",  # one per `convlens featvis` figure
 }
 
 
 def saved_results(run_dir: str | os.PathLike[str], names: Sequence[str] | None = None) -> list[SavedResult]:
     """The result files of :data:`RESULT_FILES` (or ``names``) found in ``run_dir``, its
-    ``figures/`` or a sub-directory named after the result; unreadable files are skipped."""
+    ``figures/`` or a sub-directory named after the result; unreadable files are skipped.
+    A name with ``*`` matches every such file of the first folder that has one (each its own
+    result, keyed by its file stem)."""
     import json
 
     out = []
     root = Path(run_dir)
     for name in (names if names is not None else sorted(RESULT_FILES)):
         key = name.rsplit(".", 1)[0]
-        for folder in (root, root / "figures", root / key):
-            path = folder / name
+        folders = (root, root / "figures", root / key.replace("*", "").strip("-"))
+        if "*" in name:
+            paths = next((found for folder in folders if (found := sorted(folder.glob(name)))), [])
+        else:
+            paths = [folder / name for folder in folders]
+        for path in paths:
+            folder = path.parent
             if not path.is_file():
                 continue
             try:
@@ -1103,8 +1110,10 @@ def saved_results(run_dir: str | os.PathLike[str], names: Sequence[str] | None =
             numbers = tuple((str(k), f"{v:.4g}" if isinstance(v, float) else str(v))
                             for k, v in sorted(content.items())
                             if isinstance(v, int | float | str) and not isinstance(v, bool))
-            out.append(SavedResult(key, RESULT_FILES.get(name, key), path, shown, numbers))
-            break
+            out.append(SavedResult(path.stem if "*" in name else key, RESULT_FILES.get(name, key), path, shown,
+                                   numbers))
+            if "*" not in name:
+                break
     return out
 
 

@@ -57,7 +57,9 @@ def featvis(run: Path | None, spec: str | None, weights: Path | None, dataset: s
     dest = figures_dest(h, out, [stem], force, extra=("scores.json",))
     view = views.featvis_view(h, layer, picked, steps=steps, k=k, split=split, seed=seed, param=param,
                               data_dir=data_dir, palette=palette)
-    scores = (json.dumps(view.to_dict(), indent=2) + "\n").encode()
+    # the figure listed by stem, as compare.json and diagnosis.json list theirs (the report and app read it)
+    listed = {**view.to_dict(), "figures": {stem: {"caption": view.figure.caption, "alt": view.figure.alt}}}
+    scores = (json.dumps(listed, indent=2) + "\n").encode()
     print_written(save(view.figure, dest, stem, overwrite=force, extra={"scores.json": scores}),
                   "feature visualisation")
     click.echo(view.figure.caption)

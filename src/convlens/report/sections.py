@@ -205,4 +205,4 @@ register(Section("saved-comparison", "Comparison (computed earlier)", _saved("co
                  lambda ctx: ctx.compare is None and _has_saved("compare")(ctx)))
 register(Section("diagnosis", "Diagnosis", _saved("diagnosis"), _has_saved("diagnosis")))
 register(Section("audit", "Background and spurious-cue audit", _saved("audit"), _has_saved("audit")))
-register(Section("featvis", "Feature visualisation", _saved("featvis"), _has_saved("featvis")))
+register(Section("featvis", "Feature visualisation", _saved("featvis-*-scores"), _has_saved("featvis-*-scores")))
