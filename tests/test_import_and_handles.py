@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,8 +18,10 @@ from convlens.models.run import import_weights
 
 
 class _Evil:
-    def __reduce__(self):  # runs print('PWNED') if unpickled without weights_only
-        return (print, ("PWNED",))
+    # runs os.getenv('PWNED') if unpickled without weights_only; not print, which Ray replaces
+    # in a process where it runs (the pickle would then name Ray's function)
+    def __reduce__(self):
+        return (os.getenv, ("PWNED",))
 
 
 def test_import_weights_round_trip_is_bit_identical(tmp_path: Path) -> None:
@@ -47,7 +50,7 @@ def test_pickle_refusal_names_what_was_found_and_never_advises_weights_only_fals
         import_weights(tmp_path / "evil.pt", tmp_path / "run")
     message = str(info.value)
     assert "False" not in message and "trust" not in message
-    assert "Unsupported global: GLOBAL print" in message  # what torch found stays in the line
+    assert "Unsupported global: GLOBAL posix.getenv" in message or "GLOBAL os.getenv" in message  # what torch found stays in the line
     assert "torch.save(model.state_dict(), path)" in message
 
 

@@ -310,10 +310,11 @@ def load_dataset(
 
         got = load_spec(str(name), split, data_dir=data_dir, base_url=base_url, **options)
         return ImageDataset(**got.fields()) if isinstance(got, Loaded) else got  # else a StreamingDataset
-    check_options(name, options)
     from convlens.data.manifest import manifest_source
 
-    src = manifest_source(name, data_dir) or get_source(name)  # a `make-dataset` directory names its data
+    made = manifest_source(name, data_dir)  # a `make-dataset` directory names its own data
+    check_options(made or name, options)
+    src = made or get_source(name)
     if split not in SPLITS:
         raise DataError(unknown_name("split", split, SPLITS))
     loc = locate(src, data_dir, base_url=base_url)

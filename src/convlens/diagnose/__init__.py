@@ -12,9 +12,11 @@ calls the function (:func:`convlens._lazy.callable_package`).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from convlens._lazy import callable_package
 
-from convlens._lazy import callable_package, lazy
+# imported here, not lazily: importing the sub-module convlens.diagnose.audit would otherwise
+# bind the name ``audit`` of this package to that module instead of the function
+from convlens.diagnose.audit import Audit, audit
 from convlens.diagnose.core import (
     BINS,
     KINDS,
@@ -27,16 +29,7 @@ from convlens.diagnose.core import (
     diagnose,
 )
 
-if TYPE_CHECKING:
-    from convlens.diagnose.audit import Audit, audit
-
 __all__ = ["BINS", "KINDS", "Audit", "Cell", "Diagnosis", "GalleryItem", "LabelSuspect", "Neighbour",
            "Reliability", "audit", "diagnose"]
 
-_LAZY = {
-    "audit": "convlens.diagnose.audit",
-    "Audit": "convlens.diagnose.audit",
-}
-
-__getattr__, __dir__ = lazy(__name__, _LAZY, __all__, globals())
 callable_package(__name__, diagnose)
