@@ -88,7 +88,9 @@ def manifest_source(name: str | Source, data_dir: str | os.PathLike[str] | None)
     d = read_manifest(folder) if folder is not None and folder.is_dir() else None
     if d is None:
         if name not in SOURCES and folder is not None:
-            raise DataError(f"{unknown_name('dataset', name, SOURCES)}; {folder} holds no {MANIFEST}: for a dataset "
+            from convlens.data.spec import NAMES  # every registered name and spec form
+
+            raise DataError(f"{unknown_name('dataset', name, NAMES)}; {folder} holds no {MANIFEST}: for a dataset "
                             "made by `convlens make-dataset`, pass --data-dir DIR, the directory it wrote")
         return None
     if name in (d["name"], d.get("based_on")):

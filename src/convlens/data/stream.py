@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import operator
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +34,8 @@ from convlens.data.folder import (
     index_folder,
     split_positions,
 )
-from convlens.errors import ConfigError, DataError, positive_int, unknown_name
+from convlens.data.split import SplitMixin
+from convlens.errors import ConfigError, DataError, positive_int
 
 __all__ = ["LazyImages", "StreamingDataset", "load_folder"]
 
@@ -89,7 +89,7 @@ class LazyImages:
 
 
 @dataclass(eq=False)
-class StreamingDataset:
+class StreamingDataset(SplitMixin):
     """Images of one split of an image folder, decoded batch by batch (see the module
     docstring). ``positions`` index ``index``; the other fields are as in
     :class:`~convlens.data.ImageDataset`."""
@@ -142,17 +142,6 @@ class StreamingDataset:
         h, w = self.index.size
         return self.index.channels, h, w
 
-    def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        """``(x / 255 - mean) / std`` per channel, as float32 (the formula of
-        :func:`convlens.data.normalise`; this module does not import the dataset module,
-        which dispatches to the folder source)."""
-        c = len(self.mean)
-        if x.dim() < 3 or x.shape[-3] != c:
-            raise DataError(f"normalise expects C×H×W or N×C×H×W pixels with {c} channels, got shape {tuple(x.shape)}")
-        m = torch.tensor(self.mean, dtype=torch.float32, device=x.device).view(c, 1, 1)
-        s = torch.tensor(self.std, dtype=torch.float32, device=x.device).view(c, 1, 1)
-        return x.to(torch.float32).div(255.0).sub_(m).div_(s)
-
     def _decode(self, rows: Sequence[int] | np.ndarray) -> torch.Tensor:
         return torch.from_numpy(decode(self.index, self.positions[np.asarray(rows, dtype=np.int64)],
                                        workers=self.workers))
@@ -188,16 +177,6 @@ class StreamingDataset:
                 xb = augment(xb)
             yield self.normalise(xb), yb
 
-    def _check_index(self, index: object) -> int:
-        n = len(self)
-        if not isinstance(index, SupportsIndex):
-            raise DataError(f"an index into {self.name} {self.split} must be an integer, got {index!r}")
-        i = operator.index(index)
-        if isinstance(index, bool) or not 0 <= i < n:
-            valid = f"0..{n - 1}" if n else "none (the dataset is empty)"
-            raise DataError(f"index {index!r} is out of range for {self.name} {self.split}: valid indices are {valid}")
-        return i
-
     def item(self, index: int) -> tuple[torch.Tensor, int]:
         """Example ``index`` as ``(x, label)``: x normalised float32 ``(1, C, H, W)``."""
         i = self._check_index(index)
@@ -215,27 +194,6 @@ class StreamingDataset:
             bad = int(idx.min()) if int(idx.min()) < 0 else int(idx.max())
             raise DataError(f"subset index {bad} is out of range for {self.name} {self.split}: valid indices are 0..{n - 1}")
         return dataclasses.replace(self, positions=self.positions[idx])
-
-    def label_of(self, label: int | str) -> int:
-        """The label index of ``label``, given as an index or a class name."""
-        if isinstance(label, str):
-            if label in self.classes:
-                return self.classes.index(label)
-            raise DataError(unknown_name(self.label_kind, label, self.classes))
-        lab = operator.index(label)
-        if not 0 <= lab < len(self.classes):
-            raise DataError(f"{self.label_kind} {lab} does not exist in {self.name}: labels run 0..{len(self.classes) - 1}")
-        return lab
-
-    def index_of(self, label: int | str, nth: int = 0) -> int:
-        """Index of the ``nth`` (0-based) example whose label is ``label``."""
-        lab = self.label_of(label)
-        hits = np.flatnonzero(self.index.labels[self.positions] == lab)
-        if not 0 <= nth < len(hits):
-            raise DataError(f"{self.name} {self.split} has {len(hits)} examples of {self.label_kind} "
-                            f"{self.classes[lab]!r}; nth={nth} must be in 0..{max(len(hits) - 1, 0)}"
-                            if len(hits) else f"no {self.label_kind} {self.classes[lab]!r} in {self.name} {self.split}")
-        return int(hits[nth])
 
     # --- streamed extras ----------------------------------------------------------------------
 
