@@ -11,6 +11,8 @@ written to a temporary directory and served by the real command, ``convlens serv
 * ``server``   8 client threads × 200 requests of ``GET /api/cam?input=index:I&method=
                gradcam&format=json&scores=false&words=false`` (the heatmap's numbers as
                JSON), after 40 warm-up requests: errors, p50 and p95 latency, requests/s;
+* ``floor``    the same clients × requests of a small static file (no model): what the HTTP
+               stack alone costs under that load, beside the target;
 * ``memory``   the server's resident memory (``/proc/PID/status`` VmRSS) sampled every
                0.1 s: after warm-up, then the mean of the first and of the last fifth of
                the run.
@@ -178,6 +180,24 @@ def main() -> None:
             wall = time.perf_counter() - t0
             done.set()
             sampler.join()
+            # the floor: the same load on a request that runs no model (a small static file), so
+            # what the HTTP stack itself costs under 8 clients on this machine is seen beside it
+            floor: list[float] = []
+
+            def static_client(k: int) -> None:
+                with httpx.Client(timeout=30) as c:
+                    for _ in range(args.requests):
+                        t = time.perf_counter()
+                        c.get(base + "/static/app.css").raise_for_status()
+                        dt = time.perf_counter() - t
+                        with lock:
+                            floor.append(dt)
+
+            threads = [threading.Thread(target=static_client, args=(k,)) for k in range(args.clients)]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join(600)
         finally:
             server.terminate()
             server.wait(30)
@@ -193,6 +213,9 @@ def main() -> None:
           f"{len(errors)} errors{' (' + ', '.join(sorted(set(errors))) + ')' if errors else ''}")
     print(f"latency: p50 {1e3 * p50:.2f} ms, p95 {1e3 * p95:.2f} ms; p95 / sequential library call = {p95 / seq:.1f}×, "
           f"p95 / concurrent library p95 = {p95 / conc95:.1f}×")
+    f95 = _pct(floor, 0.95)
+    print(f"floor (the same load on a static file, no model): p50 {1e3 * _pct(floor, 0.5):.2f} ms, "
+          f"p95 {1e3 * f95:.2f} ms = {f95 / seq:.1f}× the sequential library call")
     print(f"server memory (VmRSS): {after_warmup:.0f} MiB after warm-up, first fifth {first:.0f} MiB, "
           f"last fifth {last:.0f} MiB ({100 * (last - first) / first:+.1f}%), max {max(rss):.0f} MiB")
 
