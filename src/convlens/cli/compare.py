@@ -9,7 +9,13 @@ from typing import TYPE_CHECKING, Literal
 import click
 
 from convlens.cli._app import app
-from convlens.cli._common import console, data_dir_option, device_option, force_option, palette_option
+from convlens.cli._common import (
+    console,
+    data_dir_option,
+    device_option,
+    force_option,
+    palette_option,
+)
 
 if TYPE_CHECKING:
     from convlens.viz.palettes import PaletteName
