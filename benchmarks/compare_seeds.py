@@ -13,7 +13,9 @@ compared); ``--point conv`` takes the conv outputs before the activation. Featur
 flattened to C·H·W (``--pool flatten``) or averaged over space (``--pool mean``).
 
 CKA is symmetric, so each unordered pair is computed once and read both ways. Runs are
-reused only when they are complete and of the same architecture and epochs.
+reused only when they are complete and of the same architecture and epochs. It runs on
+one thread by default (``--threads``): on a machine shared with other jobs PyTorch's
+thread pool slows down badly.
 
     CONVLENS_DATA_DIR=../shared/data/mnist-9k python benchmarks/compare_seeds.py --epochs 3
 """
@@ -58,7 +60,9 @@ def main() -> None:
     p.add_argument("--point", default="relu", choices=["relu", "conv"])
     p.add_argument("--pool", default="flatten", choices=["flatten", "mean"])
     p.add_argument("--estimator", default="exact", choices=["exact", "minibatch"])
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier on a shared machine)")
     args = p.parse_args()
+    torch.set_num_threads(args.threads)
     train, test = load_dataset("mnist", "train"), load_dataset("mnist", "test")
     runs = []
     for seed in range(args.first_seed, args.first_seed + args.models):
@@ -79,7 +83,8 @@ def main() -> None:
                            pool=args.pool, progress=False)
         matrices[(i, j)], matrices[(j, i)] = sim.matrix, sim.matrix.T  # CKA(A_k, B_l) = CKA(B_l, A_k)
     seconds = time.perf_counter() - t0
-    hits, rows, misses = 0, [], {}
+    hits, rows = 0, []
+    misses: dict[str, int] = {}
     for (i, j), m in sorted(matrices.items()):
         picked = np.argmax(m, axis=1)
         hits += int((picked == np.arange(len(layers))).sum())
