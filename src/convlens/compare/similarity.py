@@ -288,9 +288,10 @@ class _Exact:
             return cross, self_a, self_b
         keys: list[tuple[Side, str]] = [("a", a) for a in la] + [("b", b) for b in lb]
         feats = {}
-        for k in keys:  # centred (n, D), in the features' dtype
+        for k in keys:  # centred (n, D), in the features' dtype, one layer's batches joined at a time
             kept = torch.cat(self.kept.pop(k))
-            feats[k] = kept - (self.sums[k] / n).to(kept.dtype)
+            kept -= (self.sums[k] / n).to(kept.dtype)
+            feats[k] = kept
         d = _gram_products([feats[k] for k in keys]).numpy()
         na = len(la)
         return d[:na, na:], np.sqrt(np.diag(d)[:na]), np.sqrt(np.diag(d)[na:])
