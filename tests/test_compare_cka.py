@@ -199,6 +199,25 @@ def test_exact_equals_numpy_on_full_activations(budget: int) -> None:
     assert out.estimator == "exact" and out.stderr is None
 
 
+def test_gram_form_in_float32_blocks_equals_float64_numpy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A float32 model: Gram blocks at float32, their products summed in float64, over
+    many uneven blocks of rows (the symmetric halves counted twice)."""
+    from convlens.compare import similarity
+
+    monkeypatch.setattr(similarity, "GRAM_BLOCK", 4 * 203 * 7)  # 4 layers × 203 inputs: 7 rows a block
+    torch.manual_seed(3)
+    a = nn.Sequential(nn.Conv2d(1, 6, 3), nn.ReLU(), nn.Conv2d(6, 6, 3, padding=1), nn.ReLU())
+    b = nn.Sequential(nn.Conv2d(1, 5, 3), nn.ReLU(), nn.Conv2d(5, 7, 3, padding=1), nn.ReLU())
+    x = torch.rand(203, 1, 9, 9, generator=torch.Generator().manual_seed(4)) * 3 + 1  # far from centred
+    out = cka(a, b, x, layers_a=["0", "3"], memory_budget=2_000_000, batch_size=50, progress=False)
+    assert out.settings["form"] == "gram"
+    with torch.no_grad():
+        fa = [a[:k + 1](x).flatten(1).double().numpy() for k in (0, 3)]
+        fb = [b[:k + 1](x).flatten(1).double().numpy() for k in (0, 3)]
+    expect = np.array([[linear_cka(p, q) for q in fb] for p in fa])
+    assert out.raw is not None and np.abs(out.raw - expect).max() < 1e-6
+
+
 def test_pooling_averages_over_space() -> None:
     a, b = conv_net(0), conv_net(1)
     x = torch.randn(40, 1, 7, 7, dtype=torch.float64)

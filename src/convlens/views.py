@@ -769,6 +769,10 @@ if TYPE_CHECKING:
     from convlens.compare import Disagreement, FilterMatch, ProbeReport, Similarity
 
 
+#: The figures :func:`compare_models` can draw, by file stem ("disagreements" only where the models disagree).
+COMPARE_FIGURES = ("cka", "filters-matched", "accuracy-difference", "disagreements")
+
+
 @dataclass
 class ComparisonView:
     """What :func:`compare_models` computed, and its figures (by file stem)."""

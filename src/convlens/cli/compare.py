@@ -9,7 +9,13 @@ from typing import TYPE_CHECKING, Literal
 import click
 
 from convlens.cli._app import app
-from convlens.cli._common import console, data_dir_option, device_option, palette_option
+from convlens.cli._common import (
+    console,
+    data_dir_option,
+    device_option,
+    force_option,
+    palette_option,
+)
 
 if TYPE_CHECKING:
     from convlens.viz.palettes import PaletteName
@@ -35,22 +41,23 @@ if TYPE_CHECKING:
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("compare"), show_default=True,
               help="Directory for the figures and compare.json.")
+@force_option
 @palette_option
 @data_dir_option
 @device_option
 def compare(runs: tuple[Path, ...], spec_a: str | None, weights_a: Path | None, spec_b: str | None,
             weights_b: Path | None, dataset: str, input_shape: str | None, layers: str | None, layers_b: str | None,
             estimator: Literal["exact", "minibatch"], pool: Literal["flatten", "mean"], split: Literal["test", "train"],
-            probe: bool, probe_epochs: int, gallery: int, batch_size: int, out: Path, palette: PaletteName,
+            probe: bool, probe_epochs: int, gallery: int, batch_size: int, out: Path, force: bool, palette: PaletteName,
             data_dir: Path | None, device: str) -> None:
     """Compare two models: CKA of their layers, matched filters, disagreements, linear probes.
 
     Give two run directories, or --model (A) and/or --model-b (B) for your own models."""
     from convlens import views
-    from convlens._atomic import write_text_atomic
+    from convlens._atomic import write_files
     from convlens.cli._common import open_source
     from convlens.errors import ConfigError
-    from convlens.viz.figure import save
+    from convlens.viz.figure import check_figures, save
 
     left = list(runs)
     handles = []
@@ -62,6 +69,7 @@ def compare(runs: tuple[Path, ...], spec_a: str | None, weights_a: Path | None, 
     if left:
         raise ConfigError(f"{len(runs)} run directories given for the models left: give at most two (RUN_A RUN_B)")
     names_a = _names(layers)
+    check_figures(out, views.COMPARE_FIGURES, overwrite=force, files=("compare.json",))  # before the work
     view = views.compare_models(handles[0], handles[1], layers_a=names_a, layers_b=_names(layers_b) or names_a,
                                 estimator=estimator, pool=pool, split=split, probe=probe, probe_epochs=probe_epochs,
                                 gallery=gallery, batch_size=batch_size, data_dir=data_dir, palette=palette)
@@ -76,8 +84,8 @@ def compare(runs: tuple[Path, ...], spec_a: str | None, weights_a: Path | None, 
     for w in view.similarity.warnings:
         con.print(f"[yellow]warning:[/] {w}")
     for stem, fig in view.figures.items():
-        save(fig, out, stem)
-    write_text_atomic(out / "compare.json", json.dumps(view.to_dict(), indent=1) + "\n")
+        save(fig, out, stem, overwrite=force)
+    write_files(out, {"compare.json": (json.dumps(view.to_dict(), indent=1) + "\n").encode()}, overwrite=force)
     con.print(f"figures ({', '.join(view.figures)}) and compare.json: [bold]{out}[/]")
 
 

@@ -157,13 +157,21 @@ class Similarity:
 
 
 def _features(side: Side, key: str, value: Tensor, pool: Pool) -> Tensor:
-    """``value`` (N, ...) as float64 features (N, D): flattened, or averaged over space."""
+    """``value`` (N, ...) as features (N, D): flattened, or averaged over space.
+
+    They stay in the layer's own dtype (float32 for most models; half precision is
+    raised to float32): Gram matrices and products are made at that precision, and every
+    sum that a CKA value is made of is accumulated in float64.
+    """
+    value = value.detach()
+    if value.dtype not in (torch.float32, torch.float64):
+        value = value.float()
     if pool == "mean":
         if value.dim() < 3:
             raise LayerError(f"layer {key!r} of model {side.upper()} has no spatial output (shape "
                              f"{tuple(value.shape[1:])}); use pool='flatten' for it, or choose a conv layer")
-        return value.detach().to(torch.float64).flatten(2).mean(dim=2)  # (N, C)
-    return value.detach().reshape(value.shape[0], -1).to(torch.float64)  # (N, C·H·W)
+        return value.flatten(2).mean(dim=2)  # (N, C)
+    return value.reshape(value.shape[0], -1)  # (N, C·H·W)
 
 
 class _Constancy:
@@ -226,10 +234,10 @@ class _Exact:
         self.const = _Constancy()
         self.batch: dict[tuple[Side, str], Tensor] = {}
         self.shift: dict[tuple[Side, str], Tensor] = {}  # the first batch's mean: sums stay small
-        self.sums: dict[tuple[Side, str], Tensor] = {}
-        self.cross: dict[tuple[str, str], Tensor] = {}  # (a, b) -> Σ xaᵀ xb
-        self.selfs: dict[tuple[Side, str], Tensor] = {}  # -> Σ xᵀ x
-        self.kept: dict[tuple[Side, str], list[Tensor]] = {}
+        self.sums: dict[tuple[Side, str], Tensor] = {}  # float64
+        self.cross: dict[tuple[str, str], Tensor] = {}  # (a, b) -> Σ xaᵀ xb, float64
+        self.selfs: dict[tuple[Side, str], Tensor] = {}  # -> Σ xᵀ x, float64
+        self.kept: dict[tuple[Side, str], list[Tensor]] = {}  # Gram form: the features, in their dtype
         self.n = 0
 
     def update(self, side: Side, key: str, value: Tensor, offset: int) -> None:
@@ -238,30 +246,32 @@ class _Exact:
         k = (side, key)
         if k not in self.shift:
             self.shift[k] = feats.mean(dim=0)
-        self.batch[k] = feats - self.shift[k]
+        self.batch[k] = feats - self.shift[k]  # a new tensor: the live output is not kept
 
     def finish(self, offset: int, x: Tensor, y: Tensor | None, out_a: Tensor, out_b: Tensor) -> None:
         if not self.form:
             dims = {side: [int(self.batch[(side, k)].shape[1]) for k in names] for side, names in self.layers.items()}
-            self.form, self.memory = _choose_form(dims["a"], dims["b"], self.n_expected, self.budget)
+            itemsize = max(f.element_size() for f in self.batch.values())
+            self.form, self.memory = _choose_form(dims["a"], dims["b"], itemsize, self.n_expected, self.budget)
         self.n += x.shape[0]
         if self.form == "gram" and self.n * self.memory > self.budget:  # an iterable longer than it looked
             raise ConfigError(_too_big(self.n * self.memory, self.budget))
-        for k, f in self.batch.items():
-            self.sums[k] = self.sums[k] + f.sum(0) if k in self.sums else f.sum(0)
+        batch, self.batch = self.batch, {}
+        for k, f in batch.items():
+            self.sums[k] = self.sums[k] + f.sum(0, dtype=torch.float64) if k in self.sums else f.sum(0, dtype=torch.float64)
             if self.form == "gram":
                 self.kept.setdefault(k, []).append(f)
-            else:
-                self.selfs[k] = self.selfs[k] + f.T @ f if k in self.selfs else f.T @ f
-        if self.form == "features":
-            for a in self.layers["a"]:
-                fa = self.batch[("a", a)]
-                for b in self.layers["b"]:
-                    prod = fa.T @ self.batch[("b", b)]  # (Da, Db)
-                    self.cross[(a, b)] = self.cross[(a, b)] + prod if (a, b) in self.cross else prod
-        self.batch = {}
+        if self.form == "gram":
+            return
+        f64 = {k: f.to(torch.float64) for k, f in batch.items()}
+        for k, f in f64.items():
+            self.selfs[k] = self.selfs[k] + f.T @ f if k in self.selfs else f.T @ f
+        for a in self.layers["a"]:
+            for b in self.layers["b"]:
+                prod = f64[("a", a)].T @ f64[("b", b)]  # (Da, Db)
+                self.cross[(a, b)] = self.cross[(a, b)] + prod if (a, b) in self.cross else prod
 
-    def result(self, block_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(‖XaᵀXb‖², ‖XaᵀXa‖, ‖XbᵀXb‖) per pair / layer, centred; the CKA numerators."""
         la, lb = self.layers["a"], self.layers["b"]
         n = self.n
@@ -276,17 +286,37 @@ class _Exact:
                                                                       self.sums[("b", b)])) ** 2) for b in lb]
                               for a in la])
             return cross, self_a, self_b
-        # Gram form: tr(Kc Lc) = Σ_ij Kc_ij Lc_ij over blocks of rows of the centred Gram matrices
-        feats = {k: torch.cat(v) - self.sums[k] / n for k, v in self.kept.items()}  # centred (n, D)
-        self.kept = {}
         keys: list[tuple[Side, str]] = [("a", a) for a in la] + [("b", b) for b in lb]
-        sq = torch.zeros(len(keys), len(keys), dtype=torch.float64)
-        for start in range(0, n, block_rows):
-            grams = torch.stack([(feats[k][start:start + block_rows] @ feats[k].T).flatten() for k in keys])
-            sq += grams @ grams.T  # (layers, layers): Σ of K ⊙ L over this block of rows
-        d = sq.numpy()
+        feats = {}
+        for k in keys:  # centred (n, D), in the features' dtype, one layer's batches joined at a time
+            kept = torch.cat(self.kept.pop(k))
+            kept -= (self.sums[k] / n).to(kept.dtype)
+            feats[k] = kept
+        d = _gram_products([feats[k] for k in keys]).numpy()
         na = len(la)
         return d[:na, na:], np.sqrt(np.diag(d)[:na]), np.sqrt(np.diag(d)[na:])
+
+
+#: Gram entries (layers × rows × columns) made at once by the exact Gram form.
+GRAM_BLOCK = 2**23
+
+
+def _gram_products(feats: list[Tensor]) -> Tensor:
+    """``tr(Kᵢ Kⱼ) = Σ Kᵢ ⊙ Kⱼ`` for the Gram matrices ``Kᵢ = Xᵢ Xᵢᵀ`` of centred features
+    ``Xᵢ`` (n × Dᵢ) without holding any n × n matrix: blocks of rows ``r`` of every
+    ``Kᵢ``, from the diagonal block rightwards (the Gram matrices are symmetric, so each
+    block right of the diagonal stands for its transpose too and counts twice). Gram
+    blocks at the features' precision, their products summed in float64."""
+    n = feats[0].shape[0]
+    rows = max(1, GRAM_BLOCK // (len(feats) * n))
+    sq = torch.zeros(len(feats), len(feats), dtype=torch.float64)
+    for start in range(0, n, rows):
+        stop = min(start + rows, n)
+        blocks = [f[start:stop] @ f[start:].T for f in feats]  # rows start..stop, columns start..n of each K
+        diag = torch.stack([g[:, :stop - start].flatten() for g in blocks]).to(torch.float64)
+        right = torch.stack([g[:, stop - start:].flatten() for g in blocks]).to(torch.float64)
+        sq += diag @ diag.T + 2 * (right @ right.T)  # (layers, layers)
+    return sq
 
 
 class _RBF:
@@ -301,7 +331,8 @@ class _RBF:
     def update(self, side: Side, key: str, value: Tensor, offset: int) -> None:
         feats = _features(side, key, value, self.pool)
         self.const.update(side, key, value, feats)
-        self.kept.setdefault((side, key), []).append(feats.clone())  # the model may go on in place
+        # float64 (squared distances cancel), a copy: the model may go on in place
+        self.kept.setdefault((side, key), []).append(feats.to(torch.float64, copy=True))
 
     def finish(self, offset: int, x: Tensor, y: Tensor | None, out_a: Tensor, out_b: Tensor) -> None:
         self.n += x.shape[0]
@@ -354,7 +385,7 @@ class _Minibatch:
     def update(self, side: Side, key: str, value: Tensor, offset: int) -> None:
         feats = _features(side, key, value, self.pool)
         self.const.update(side, key, value, feats)
-        gram = feats @ feats.T  # (b, b), made once per layer and batch
+        gram = (feats @ feats.T).to(torch.float64)  # (b, b), made once per layer and batch, at the layer's precision
         gram.fill_diagonal_(0)
         self.grams[(side, key)] = gram
 
@@ -388,13 +419,14 @@ class _Minibatch:
 # --- the front door -------------------------------------------------------------------------
 
 
-def _choose_form(da: list[int], db: list[int], n: int | None, budget: int) -> tuple[str, int]:
+def _choose_form(da: list[int], db: list[int], itemsize: int, n: int | None, budget: int) -> tuple[str, int]:
     """Which exact form fits ``budget`` bytes for layers of ``da`` and ``db`` features:
-    ("features", bytes of the accumulators), else ("gram", bytes kept per input)."""
+    ("features", bytes of the float64 accumulators), else ("gram", bytes of the features
+    kept per input, ``itemsize`` bytes a number)."""
     accumulators = 8 * (sum(da) * sum(db) + sum(d * d for d in da) + sum(d * d for d in db))
     if accumulators <= budget:
         return "features", accumulators
-    per_input = 8 * (sum(da) + sum(db))
+    per_input = itemsize * (sum(da) + sum(db))
     if n is None or n * per_input <= budget:
         return "gram", per_input
     raise ConfigError(_too_big(min(accumulators, n * per_input), budget))
@@ -477,7 +509,7 @@ def cka(
     else:
         settings.update(form=reducer.form, memory_bytes=reducer.memory * (n if reducer.form == "gram" else 1),
                         memory_budget=memory_budget)
-        cross, na, nb = reducer.result(block_rows=max(1, 2**22 // max(n, 1)))
+        cross, na, nb = reducer.result()
         raw, bad = _ratio(cross, na**2, nb**2)  # ‖XᵀY‖² / (‖XᵀX‖ ‖YᵀY‖)
     for i, a in enumerate(la):
         for j, b in enumerate(lb):

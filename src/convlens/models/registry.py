@@ -70,12 +70,15 @@ def dilated_cnn(*, in_channels: int = 1, input_size: tuple[int, int] = (28, 28),
     )
 
 
-@register("four-conv-cnn", "four 3×3 conv layers (16, 16, 32, 32; pooling after the 2nd and 4th): for layer-by-layer comparisons")
+@register("four-conv-cnn", "four 3×3 conv layers (32, 32, 64, 64; pooling after the 2nd and 4th): for layer-by-layer "
+          "comparisons")
 def four_conv_cnn(*, in_channels: int = 1, input_size: tuple[int, int] = (28, 28),
                   num_classes: int = 10) -> CNNConfig:
+    # 32/64 channels rather than 16/32: at 16/32, five seeds' ReLU outputs are too alike across
+    # neighbouring layers for linear CKA to tell them apart reliably (docs/compare.md, Kornblith's check)
     return CNNConfig(
-        convs=(ConvSpec(16, 3, padding=1), ConvSpec(16, 3, padding=1, pool=2),
-               ConvSpec(32, 3, padding=1), ConvSpec(32, 3, padding=1, pool=2)),
+        convs=(ConvSpec(32, 3, padding=1), ConvSpec(32, 3, padding=1, pool=2),
+               ConvSpec(64, 3, padding=1), ConvSpec(64, 3, padding=1, pool=2)),
         in_channels=in_channels, input_size=input_size, num_classes=num_classes, arch="four-conv-cnn",
     )
 
