@@ -244,17 +244,15 @@ def _cache_path(root: Path, channels: int | None, size: tuple[int, int] | None) 
     return cache_dir() / "folder-index" / f"{hashlib.sha256(key).hexdigest()[:24]}.npz"
 
 
-def _read_cached(path: Path, root: Path, listing: list[tuple[str, str, str]], stats: list[os.stat_result]
+def _read_cached(path: Path, root: Path, rels: np.ndarray, sizes: np.ndarray, mtimes: np.ndarray
                  ) -> FolderIndex | None:
     try:
         with np.load(path, allow_pickle=False) as z:
             if int(z["version"]) != INDEX_VERSION or str(z["root"]) != str(root):
                 return None
             paths = z["paths"]
-            if len(paths) != len(listing) or list(paths) != [rel for _, _, rel in listing]:
+            if len(paths) != len(rels) or not np.array_equal(paths, rels):
                 return None
-            sizes = np.array([s.st_size for s in stats], dtype=np.int64)
-            mtimes = np.array([s.st_mtime_ns for s in stats], dtype=np.int64)
             if not (np.array_equal(z["file_sizes"], sizes) and np.array_equal(z["mtimes"], mtimes)):
                 return None
             h, w = (int(v) for v in z["size"])
@@ -284,9 +282,9 @@ def _workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def _headers(root: Path, rels: list[str]) -> Iterator[tuple[tuple[int, int], bool]]:
+def _headers(root: Path, rels: np.ndarray) -> Iterator[tuple[tuple[int, int], bool]]:
     def head(rel: str) -> tuple[tuple[int, int], bool]:
-        img = _open(root / rel)
+        img = _open(root / str(rel))
         with img:
             return img.size, img.mode not in _GRAY_MODES
 
@@ -310,41 +308,51 @@ def index_folder(root: str | os.PathLike[str], *, channels: int | None = None,
     if channels not in (None, 1, 3):
         raise ConfigError(f"channels must be 1 (gray) or 3 (RGB), got {channels!r}")
     listing, _layout = _listing(root)
+    # compact arrays at once (no per-image Python objects kept: they would stay in the
+    # allocator after the index is built, and peak memory would grow with the folder)
+    group = np.array([g for g, _, _ in listing], dtype=str)
+    classes = tuple(sorted({cls for _, cls, _ in listing}))
+    labels = np.array([classes.index(cls) for _, cls, _ in listing], dtype=np.int64)
+    rels = np.array([rel for _, _, rel in listing], dtype=str)
+    del listing
+    n = len(rels)
+    sizes, mtimes = np.empty(n, np.int64), np.empty(n, np.int64)
     try:
-        stats = [os.stat(root / rel) for _, _, rel in listing]
+        for i, rel in enumerate(rels):
+            st = os.stat(root / str(rel))
+            sizes[i], mtimes[i] = st.st_size, st.st_mtime_ns
     except OSError as exc:
         raise DataError(f"cannot read {exc.filename}: {exc.strerror}; is the folder changing?") from None
     cache = _cache_path(root, channels, size)
-    cached = _read_cached(cache, root, listing, stats)
+    cached = _read_cached(cache, root, rels, sizes, mtimes)
     if cached is not None:
         return cached
-    classes = tuple(sorted({cls for _, cls, _ in listing}))
-    rels = [rel for _, _, rel in listing]
-    dims: list[tuple[int, int]] = []
+    dims = np.empty((n, 2), np.int64)  # (W, H) of each file
     colour = False
-    with progress_bar(f"checking {root.name}", len(rels), enabled=progress) as bar:
-        for (w, h), coloured in _headers(root, rels):
-            dims.append((w, h))
+    with progress_bar(f"checking {root.name}", n, enabled=progress) as bar:
+        for i, ((w, h), coloured) in enumerate(_headers(root, rels)):
+            dims[i] = w, h
             colour |= coloured
             bar.advance()
     if size is None:
-        w0, h0 = max(set(dims), key=dims.count)
-        for rel, (w, h) in zip(rels, dims, strict=True):
-            if (w, h) != (w0, h0):
-                raise DataError(f"image {root / rel} is {w}×{h} pixels but most images in {root} are {w0}×{h0}; "
-                                f"give a size to resize them all (e.g. folder:{root}?size={h0}x{w0})")
+        found, counts = np.unique(dims, axis=0, return_counts=True)
+        w0, h0 = (int(v) for v in found[int(np.argmax(counts))])
+        other = np.flatnonzero((dims[:, 0] != w0) | (dims[:, 1] != h0))
+        if other.size:
+            w, h = (int(v) for v in dims[other[0]])
+            raise DataError(f"image {root / str(rels[other[0]])} is {w}×{h} pixels but most images in {root} are "
+                            f"{w0}×{h0}; give a size to resize them all (e.g. folder:{root}?size={h0}x{w0})")
         out = (h0, w0)
     else:
         out = size
     c = channels if channels is not None else (3 if colour else 1)
-    n = len(rels)
     sums = np.zeros((n, c), np.int64)
     squares = np.zeros((n, c), np.int64)
     zeros = np.zeros(n, np.int64)
     digests = np.zeros((n, 32), np.uint8)
 
     def measure(i: int) -> None:
-        a = read_image(root / rels[i], c, size)
+        a = read_image(root / str(rels[i]), c, size)
         flat = a.reshape(c, -1).astype(np.int64)
         sums[i] = flat.sum(axis=1)
         squares[i] = (flat * flat).sum(axis=1)
@@ -355,12 +363,7 @@ def index_folder(root: str | os.PathLike[str], *, channels: int | None = None,
         for start in range(0, n, _CHUNK):  # a bounded number of futures at a time: memory flat in n
             for _ in pool.map(measure, range(start, min(start + _CHUNK, n))):
                 bar.advance()
-    index = FolderIndex(
-        root, classes, np.array(rels, dtype=str), np.array([g for g, _, _ in listing], dtype=str),
-        np.array([classes.index(cls) for _, cls, _ in listing], dtype=np.int64),
-        np.array([s.st_size for s in stats], dtype=np.int64), np.array([s.st_mtime_ns for s in stats], dtype=np.int64),
-        c, out, sums, squares, zeros, digests,
-    )
+    index = FolderIndex(root, classes, rels, group, labels, sizes, mtimes, c, out, sums, squares, zeros, digests)
     _write_cached(cache, index)  # only now: every image was read
     return index
 
