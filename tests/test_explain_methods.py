@@ -146,6 +146,19 @@ def test_default_target_is_the_prediction_and_default_layer_the_last_spatial_one
     assert r.target.tolist() == [0]
 
 
+def test_default_layer_skips_dropout_and_identity_for_the_layer_that_made_their_input() -> None:
+    # a dropout (identity in eval mode) after the last conv stage would name the CAM after
+    # "dropout"; the map is the pooled one, so the default is the pool
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout2d(0.2), nn.Identity(),
+                          nn.Flatten(), nn.Linear(4 * 13 * 13, 3)).eval()
+    r = cam(model, torch.randn(2, 1, 28, 28), method="gradcam")
+    assert r.layers == ("2",)
+    from convlens.inspect import layers
+
+    assert layers(model, (1, 28, 28)).target == "2"
+
+
 def test_top_k_targets_give_one_row_per_class_sample_major() -> None:
     x = torch.cat([X, X.flip(-1)])
     r = cam(Tiny(), x, layer="conv", target="top2")

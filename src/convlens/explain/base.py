@@ -187,7 +187,8 @@ _DEFAULT_LAYERS: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], str]
 
 
 def default_layer(model: nn.Module, x: Tensor) -> str:
-    """The last layer, in execution order, whose output is ``(N, C, H, W)`` with ``H·W > 1``.
+    """The last layer, in execution order, whose output is ``(N, C, H, W)`` with ``H·W > 1``
+    (dropout and identity layers, which hand their input on, are passed over).
 
     That is the deepest layer that still has a spatial map (``layer4`` of a ResNet,
     ``pool2`` of seed-cnn): :attr:`convlens.inspect.layers` ``(...).target``, remembered per

@@ -194,10 +194,13 @@ def layers(model: nn.Module, input_shape: Sequence[int]) -> LayerTable:
                 depth=name.count("."),
             )
         )
+    # dropout and identity layers hand their input on: the layer that made it is the target
+    passing = {name for name, module in modules
+               if isinstance(module, nn.Identity | nn.modules.dropout._DropoutNd)}
     target = None
     for name in reversed(finished):
         s = last_shape[name]
-        if len(s) == 3 and s[1] * s[2] > 1:
+        if len(s) == 3 and s[1] * s[2] > 1 and name not in passing:
             target = name
             break
     return LayerTable(
