@@ -115,3 +115,16 @@ def test_train_track_writes_records_and_prints_the_tensorboard_hint(tmp_path: Pa
     code, _, err = cli_call(capsys, "train", "--data-dir", str(data), "--out", str(tmp_path / "r2"), "--steps", "2",
                             "--track-every", "2")
     assert code == 2 and "--track-every goes with --track" in err
+
+
+def test_train_track_without_tensorboard_names_the_extra_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    import convlens.train.tracking as tracking
+
+    monkeypatch.setattr(tracking, "tensorboard_available", lambda: False)
+    data = write_mnist_dir(tmp_path / "mnist", n_train=64, n_test=32)
+    code, text, err = cli_call(capsys, "train", "--data-dir", str(data), "--out", str(tmp_path / "run"), "--steps", "2",
+                               "--batch-size", "32", "--track")
+    assert code == 0, err
+    assert "pip install 'convlens[tensorboard]' for TensorBoard events" in text  # the extra's name survives rich
+    assert not (tmp_path / "run" / "tracking" / "tensorboard").exists()

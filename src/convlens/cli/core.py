@@ -125,7 +125,7 @@ def train(arch: str, dataset: str, data_dir: Path | None, out: Path | None, devi
         if tracker.use_tb:  # one unwrapped line, to copy
             click.echo(f"tensorboard: {tracker.hint(out)}")
         else:
-            con.print("tensorboard: not written (pip install 'convlens[tensorboard]' for TensorBoard events)")
+            click.echo("tensorboard: not written (pip install 'convlens[tensorboard]' for TensorBoard events)")
 
 
 @app.command()
