@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ import torch
 from convlens.data.idx import read_idx, read_idx_pair
 from convlens.data.sources import Source, get_source, locate
 from convlens.data.split import SplitMixin, normalise
-from convlens.errors import DataError, positive_int, unknown_name
+from convlens.errors import DataError, unknown_name
 
 __all__ = ["SPLITS", "ImageDataset", "load_dataset", "normalise", "pixel_stats"]
 
@@ -111,58 +111,14 @@ class ImageDataset(SplitMixin):
         _, c, h, w = self.images.shape
         return int(c), int(h), int(w)
 
-    def batches(
-        self,
-        batch_size: int,
-        *,
-        shuffle: bool = False,
-        generator: torch.Generator | None = None,
-        device: str | torch.device | None = None,
-        drop_last: bool = False,
-        augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """One epoch of ``(x, y)`` batches: x float32 ``(B, C, H, W)`` normalised, y int64 ``(B,)``.
+    def _home(self) -> torch.device:
+        return self.images.device
 
-        With ``shuffle`` the order is one ``torch.randperm(N, generator=generator)`` per
-        call, so a seeded generator gives a reproducible order; batches are gathered by
-        tensor indexing. The uint8 batch is moved to ``device`` (default: where the
-        images are) and normalised there.
-
-        ``augment``, if given, is called on each *uint8* batch ``(B, C, H, W)`` on
-        ``device`` before normalisation, so zero fill means black background (e.g.
-        ``lambda x: random_shift(x, 2, gen)``); it must return a new uint8 tensor of
-        the same shape and must not modify its input in place (without ``shuffle`` it
-        is a view of the dataset).
-        """
-        batch_size = positive_int("batch_size", batch_size)
-        dev = torch.device(device) if device is not None else self.images.device
-        order = torch.randperm(len(self), generator=generator).to(self.images.device) if shuffle else None
-        return self._iter(batch_size, order, dev, drop_last, augment)
-
-    def _iter(
-        self,
-        batch_size: int,
-        order: torch.Tensor | None,
-        dev: torch.device,
-        drop_last: bool,
-        augment: Callable[[torch.Tensor], torch.Tensor] | None,
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n = len(self)
-        stop = n - n % batch_size if drop_last else n
-        non_blocking = dev.type == "cuda"
-        for start in range(0, stop, batch_size):
-            if order is None:
-                xb = self.images[start:start + batch_size]
-                yb = self.labels[start:start + batch_size]
-            else:
-                idx = order[start:start + batch_size]
-                xb = self.images.index_select(0, idx)
-                yb = self.labels.index_select(0, idx)
-            xb = xb.to(dev, non_blocking=non_blocking)
-            yb = yb.to(dev, non_blocking=non_blocking)
-            if augment is not None:
-                xb = augment(xb)
-            yield self.normalise(xb), yb
+    def _rows(self, start: int, stop: int, order: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        if order is None:  # views of the dataset
+            return self.images[start:stop], self.labels[start:stop]
+        idx = order[start:stop]
+        return self.images.index_select(0, idx), self.labels.index_select(0, idx)
 
     def item(self, index: int) -> tuple[torch.Tensor, int]:
         """Example ``index`` as ``(x, label)``: x normalised float32 ``(1, C, H, W)``.

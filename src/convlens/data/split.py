@@ -1,5 +1,5 @@
-"""What every dataset split has, in memory or streamed: normalisation, labels by index or
-class name, the checked index of one example (:class:`SplitMixin`, shared by
+"""What every dataset split has, in memory or streamed: batches, normalisation, labels by
+index or class name, the checked index of one example (:class:`SplitMixin`, shared by
 :class:`~convlens.data.ImageDataset` and :class:`~convlens.data.StreamingDataset`).
 
 This module imports neither of them, so both can build on it.
@@ -11,12 +11,12 @@ This module imports neither of them, so both can build on it.
 from __future__ import annotations
 
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, SupportsIndex
 
 import torch
 
-from convlens.errors import DataError, unknown_name
+from convlens.errors import DataError, positive_int, unknown_name
 
 __all__ = ["SplitMixin", "normalise"]
 
@@ -41,9 +41,10 @@ def normalise(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> t
 
 
 class SplitMixin:
-    """Label and index lookups of a dataset split. The class using it provides ``name``,
-    ``split``, ``classes``, ``labels`` (int64 ``(N,)``), ``label_kind``, ``mean``, ``std``
-    and ``__len__``."""
+    """Batches, normalisation and label and index lookups of a dataset split. The class
+    using it provides ``name``, ``split``, ``classes``, ``labels`` (int64 ``(N,)``),
+    ``label_kind``, ``mean``, ``std``, ``__len__``, and ``_home``/``_rows`` (where its
+    images are; the uint8 images and labels of a run of positions)."""
 
     name: str
     split: str
@@ -59,6 +60,55 @@ class SplitMixin:
         def labels(self) -> torch.Tensor: ...
 
         def __len__(self) -> int: ...
+
+        def _home(self) -> torch.device:
+            """Where the images are (the default device of :meth:`batches`)."""
+
+        def _rows(self, start: int, stop: int, order: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+            """uint8 images ``(B, C, H, W)`` and int64 labels ``(B,)`` at positions
+            ``start..stop - 1`` of the epoch (of ``order`` when it is shuffled)."""
+
+    def batches(
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+        device: str | torch.device | None = None,
+        drop_last: bool = False,
+        augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One epoch of ``(x, y)`` batches: x float32 ``(B, C, H, W)`` normalised, y int64 ``(B,)``.
+
+        With ``shuffle`` the order is one ``torch.randperm(N, generator=generator)`` per
+        call, so a seeded generator gives a reproducible order; batches are gathered by
+        tensor indexing. The uint8 batch is moved to ``device`` (default: where the
+        images are) and normalised there.
+
+        ``augment``, if given, is called on each *uint8* batch ``(B, C, H, W)`` on
+        ``device`` before normalisation, so zero fill means black background (e.g.
+        ``lambda x: random_shift(x, 2, gen)``); it must return a new uint8 tensor of
+        the same shape and must not modify its input in place (without ``shuffle`` it
+        is a view of the dataset).
+        """
+        batch_size = positive_int("batch_size", batch_size)
+        home = self._home()
+        dev = torch.device(device) if device is not None else home
+        order = torch.randperm(len(self), generator=generator).to(home) if shuffle else None
+        return self._iter(batch_size, order, dev, drop_last, augment)
+
+    def _iter(self, batch_size: int, order: torch.Tensor | None, dev: torch.device, drop_last: bool,
+              augment: Callable[[torch.Tensor], torch.Tensor] | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self)
+        stop = n - n % batch_size if drop_last else n
+        non_blocking = dev.type == "cuda"
+        for start in range(0, stop, batch_size):
+            xb, yb = self._rows(start, min(start + batch_size, n), order)
+            xb = xb.to(dev, non_blocking=non_blocking)
+            yb = yb.to(dev, non_blocking=non_blocking)
+            if augment is not None:
+                xb = augment(xb)
+            yield self.normalise(xb), yb
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         """Normalise 0..255 pixels with this dataset's mean and std (see :func:`normalise`)."""

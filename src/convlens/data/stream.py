@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, SupportsIndex
 
@@ -35,7 +35,7 @@ from convlens.data.folder import (
     split_positions,
 )
 from convlens.data.split import SplitMixin
-from convlens.errors import ConfigError, DataError, positive_int
+from convlens.errors import ConfigError, DataError
 
 __all__ = ["LazyImages", "StreamingDataset", "load_folder"]
 
@@ -146,36 +146,12 @@ class StreamingDataset(SplitMixin):
         return torch.from_numpy(decode(self.index, self.positions[np.asarray(rows, dtype=np.int64)],
                                        workers=self.workers))
 
-    def batches(
-        self,
-        batch_size: int,
-        *,
-        shuffle: bool = False,
-        generator: torch.Generator | None = None,
-        device: str | torch.device | None = None,
-        drop_last: bool = False,
-        augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """One epoch of ``(x, y)`` batches, exactly as :meth:`ImageDataset.batches
-        <convlens.data.ImageDataset.batches>` gives them (the same order for the same
-        generator), each decoded from disk when it is reached."""
-        batch_size = positive_int("batch_size", batch_size)
-        dev = torch.device(device) if device is not None else torch.device("cpu")
-        order = torch.randperm(len(self), generator=generator).numpy() if shuffle else None
-        return self._iter(batch_size, order, dev, drop_last, augment)
+    def _home(self) -> torch.device:
+        return torch.device("cpu")
 
-    def _iter(self, batch_size: int, order: np.ndarray | None, dev: torch.device, drop_last: bool,
-              augment: Callable[[torch.Tensor], torch.Tensor] | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n = len(self)
-        stop = n - n % batch_size if drop_last else n
-        labels = self.index.labels[self.positions]
-        for start in range(0, stop, batch_size):
-            rows = np.arange(start, min(start + batch_size, n)) if order is None else order[start:start + batch_size]
-            xb = self._decode(rows).to(dev)
-            yb = torch.from_numpy(labels[rows]).to(dev)
-            if augment is not None:
-                xb = augment(xb)
-            yield self.normalise(xb), yb
+    def _rows(self, start: int, stop: int, order: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = np.arange(start, stop) if order is None else order[start:stop].numpy()
+        return self._decode(rows), torch.from_numpy(self.index.labels[self.positions[rows]])
 
     def item(self, index: int) -> tuple[torch.Tensor, int]:
         """Example ``index`` as ``(x, label)``: x normalised float32 ``(1, C, H, W)``."""
