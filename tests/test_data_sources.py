@@ -3,20 +3,18 @@ a local HTTP server on 127.0.0.1 (never the real network)."""
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import re
 import shutil
 import socket
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from _data_beds import Server, serve
 from convlens.data import SOURCES, Source, download, load_dataset, resolve_files, write_idx
 from convlens.data.sources import FILE_KEYS, STANDARD_FILES, cache_dir
 from convlens.errors import DataError, DownloadError
@@ -121,39 +119,9 @@ def test_unknown_dataset() -> None:
 # --- downloads against a local server ---------------------------------------------------------
 
 
-@dataclass
-class Server:
-    root: Path
-    url: str
-    requests: list[str]
-
-
-class _Handler(http.server.SimpleHTTPRequestHandler):
-    log: list[str]
-
-    def do_GET(self) -> None:
-        self.log.append(self.path)
-        super().do_GET()
-
-    def log_message(self, format: str, *args: object) -> None:  # keep test output quiet
-        pass
-
-
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
-    root = tmp_path / "www"
-    root.mkdir()
-    log: list[str] = []
-    handler = type("Handler", (_Handler,), {"log": log})
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(root)))
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    try:
-        yield Server(root, f"http://127.0.0.1:{httpd.server_address[1]}/", log)
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(5)
+    yield from serve(tmp_path / "www")
 
 
 @pytest.fixture
